@@ -1,0 +1,205 @@
+"""Small, dependable process helpers shared by the launcher and the test fixtures.
+
+Everything here works on pids we started ourselves: nothing looks processes up
+by name, so a developer's own redis-server or nginx is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+# What to install when a binary is missing, in the words of Debian/Ubuntu.
+INSTALL_HINTS = {
+    "redis-server": "sudo apt-get install redis-server",
+    "redis-sentinel": "sudo apt-get install redis-sentinel",
+    "nginx": "sudo apt-get install nginx",
+    "gunicorn": "pip install -e .  (inside the project's virtualenv)",
+}
+
+
+class MissingBinary(RuntimeError):
+    """A program the cluster needs is not installed; the message says how to get it."""
+
+
+def find_binary(name: str) -> str:
+    """Return the path of `name`, looking in PATH and the sbin folders (nginx lives there)."""
+    extra = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/sbin"])
+    path = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + extra)
+    if path is None:
+        hint = INSTALL_HINTS.get(name, f"install {name}")
+        raise MissingBinary(f"{name} is not installed. Install it with: {hint}")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> None:
+    """Poll `condition` until it is true; raise TimeoutError naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except Exception:  # noqa: S110 - a condition that raises is simply "not yet"
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if `pid` names a running (not zombie) process."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
+    """Start `argv` in its own session (so its whole process group can be signalled),
+    with stdout and stderr appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def signal_group(pid: int, sig: int) -> bool:
+    """Send `sig` to the process group led by `pid` (falling back to the pid alone)."""
+    try:
+        os.killpg(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        try:
+            os.kill(pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if `pid` is our child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop_process(pid: int | None, *, timeout: float = 10.0, group: bool = True) -> None:
+    """SIGTERM `pid` (and its group), wait up to `timeout`, then SIGKILL what is left."""
+    if not pid:
+        return
+    send = signal_group if group else (lambda p, s: os.kill(p, s))
+    try:
+        send(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not pid_alive(pid):
+            break
+        time.sleep(0.05)
+    else:
+        try:
+            send(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if group:
+        # Workers of a gunicorn master may outlive it for a moment.
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _reap(pid)
+
+
+def redis_conf(*, port: int, data_dir: Path, extra: dict[str, str] | None = None) -> str:
+    """A redis.conf for a loopback-only, non-root redis-server whose files stay in `data_dir`."""
+    settings = {
+        "bind": LOOPBACK,
+        "port": str(port),
+        "daemonize": "no",
+        "protected-mode": "yes",
+        "dir": str(data_dir),
+        "pidfile": str(data_dir / "redis.pid"),
+        "logfile": '""',
+        # Sessions and carts must survive a restart: an append-only file,
+        # fsynced once a second (at most one second of writes at risk).
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "save": '""',
+    }
+    settings.update(extra or {})
+    return "".join(f"{key} {value}\n" for key, value in settings.items())
+
+
+def start_redis(
+    data_dir: Path, port: int, *, extra: dict[str, str] | None = None, timeout: float = 15.0
+) -> subprocess.Popen:
+    """Start redis-server on loopback with its config, data and log in `data_dir`."""
+    binary = find_binary("redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "redis.conf"
+    conf.write_text(redis_conf(port=port, data_dir=data_dir, extra=extra))
+    proc = spawn([binary, str(conf)], log_path=data_dir / "redis.log")
+    wait_until(
+        lambda: proc.poll() is None and _redis_ping(port),
+        timeout=timeout,
+        what=f"redis-server on port {port} (log: {data_dir / 'redis.log'})",
+    )
+    return proc
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")

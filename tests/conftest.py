@@ -1,0 +1,75 @@
+"""Fixtures shared by every test: real servers on loopback, stopped by pid.
+
+No fakes: `redis_server` is a real redis-server in a temp dir, started once per
+test session and emptied before each test that uses `redis_client`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from shop.cluster import procs
+
+
+@dataclass
+class RedisServer:
+    """A redis-server we started: where it listens and how to stop or restart it."""
+
+    port: int
+    data_dir: Path
+    proc: object = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{procs.LOOPBACK}:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = procs.start_redis(self.data_dir, self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop_process(self.proc.pid, timeout=10)
+            self.proc = None
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(host=procs.LOOPBACK, port=self.port, socket_timeout=5, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(port=procs.free_port(), data_dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client on an empty database of the shared test redis-server."""
+    if redis_server.proc is None:  # a test that stopped it and failed before restarting
+        redis_server.start()
+    client = redis_server.client(decode_responses=True)
+    client.flushall()
+    client.config_resetstat()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server for tests that stop, restart or break it."""
+    server = RedisServer(port=procs.free_port(), data_dir=tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
