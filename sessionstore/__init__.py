@@ -1,0 +1,24 @@
+"""sessionstore: server-side Flask sessions in Redis that survive concurrency.
+
+    from sessionstore import RedisSessionInterface, redis_from_url
+    app.session_interface = RedisSessionInterface(redis_from_url("redis://localhost:6379/0"))
+
+See README.md beside this file for the guarantees and the Redis data model.
+"""
+
+from .connection import parse_sentinel_url, redis_from_url
+from .errors import StoreUnavailable
+from .interface import RedisSessionInterface, init_app
+from .session import RedisSession
+from .store import SessionInfo, SessionStore
+
+__all__ = [
+    "RedisSession",
+    "RedisSessionInterface",
+    "SessionInfo",
+    "SessionStore",
+    "StoreUnavailable",
+    "init_app",
+    "parse_sentinel_url",
+    "redis_from_url",
+]

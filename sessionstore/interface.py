@@ -1,0 +1,162 @@
+"""Flask glue: `RedisSessionInterface` and `init_app`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface
+
+from .connection import redis_from_url
+from .session import RedisSession, is_well_formed_sid, new_sid
+from .store import SessionStore
+
+
+class RedisSessionInterface(SessionInterface):
+    """Server-side sessions in Redis: ``app.session_interface = RedisSessionInterface(r)``.
+
+    The cookie carries only a random 256-bit id; everything else is in Redis,
+    so every replica of the app sees the same session.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        key_prefix: str = "sess:",
+        idle_timeout: timedelta = timedelta(minutes=30),
+        absolute_timeout: timedelta = timedelta(hours=12),
+        user_key: str = "user_id",
+        cookie_name: str | None = None,
+        secret_key: str | bytes | None = None,
+    ) -> None:
+        self.store = SessionStore(
+            redis_client,
+            key_prefix=key_prefix,
+            idle_timeout=idle_timeout,
+            absolute_timeout=absolute_timeout,
+            secret_key=secret_key,
+        )
+        self.user_key = user_key
+        self.cookie_name = cookie_name
+
+    def get_cookie_name(self, app: Flask) -> str:
+        return self.cookie_name or app.config["SESSION_COOKIE_NAME"]
+
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        # Lax unless the app chose otherwise: cookies then ride on top-level
+        # navigations but not on cross-site POSTs.
+        return app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+
+    def open_session(self, app: Flask, request: Request) -> RedisSession:
+        self.store.bind_secret(app.secret_key)
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        session = RedisSession(
+            self.store, cookie if is_well_formed_sid(cookie) else None, user_key=self.user_key
+        )
+        # A malformed cookie is not ours: clear it if the session stays empty.
+        session.had_cookie = cookie is not None
+        return session
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        if not isinstance(session, RedisSession):
+            return
+        if session.accessed:
+            response.vary.add("Cookie")
+        if not session.loaded or response.status_code >= 500:
+            return  # untouched, or a failed request whose half-done changes must not land
+
+        sets, deletes = session.changes()
+        if session.new and not session.data:
+            if session.had_cookie:
+                self._clear_cookie(app, response)
+            return
+        if not (sets or deletes or session.rotating):
+            return  # read-only request: no write at all
+
+        sid = session.sid or new_sid()
+        was_new, was_rotated = session.new, session.rotating
+        ttl_ms = self.store.save(
+            sid=sid,
+            loaded_sid=session._loaded_sid,
+            is_new=session.new,
+            sets=sets,
+            deletes=deletes,
+            user=session.user_change(),
+        )
+        if not ttl_ms:
+            # Destroyed, rotated or expired by another request meanwhile: stay gone.
+            if session.had_cookie:
+                self._clear_cookie(app, response)
+            return
+        session.mark_saved(sid, sets, deletes)
+        if was_new:
+            session.created_at = datetime.now(UTC)
+        if was_new or was_rotated:
+            self._set_cookie(app, session, response)
+
+    def _set_cookie(self, app: Flask, session: RedisSession, response: Response) -> None:
+        expires = None
+        if session.permanent and session.created_at is not None:
+            # The cookie is only a handle: let it live to the absolute limit and
+            # leave the idle limit to the Redis TTL.
+            expires = session.created_at + self.store.absolute_timeout
+        response.set_cookie(
+            self.get_cookie_name(app),
+            session.sid,
+            expires=expires,
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+            partitioned=self.get_cookie_partitioned(app),
+        )
+
+    def _clear_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            httponly=self.get_cookie_httponly(app),
+            samesite=self.get_cookie_samesite(app),
+            partitioned=self.get_cookie_partitioned(app),
+        )
+
+
+def _as_timedelta(value: Any, default: timedelta) -> timedelta:
+    if value is None or value == "":
+        return default
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=float(value))
+
+
+def init_app(app: Flask, redis_client: redis.Redis | None = None) -> RedisSessionInterface:
+    """Switch `app` to Redis sessions configured from ``app.config``.
+
+    Reads ``SESSION_REDIS_URL`` (when no client is given), ``SESSION_IDLE_TIMEOUT``
+    and ``SESSION_ABSOLUTE_TIMEOUT`` (seconds or timedelta), ``SESSION_KEY_PREFIX``
+    and ``SESSION_USER_KEY``.
+    """
+    config = app.config
+    if redis_client is None:
+        url = config.get("SESSION_REDIS_URL")
+        if not url:
+            raise RuntimeError("sessionstore.init_app needs SESSION_REDIS_URL or a redis client")
+        redis_client = redis_from_url(url)
+    interface = RedisSessionInterface(
+        redis_client,
+        key_prefix=config.get("SESSION_KEY_PREFIX", "sess:"),
+        idle_timeout=_as_timedelta(config.get("SESSION_IDLE_TIMEOUT"), timedelta(minutes=30)),
+        absolute_timeout=_as_timedelta(
+            config.get("SESSION_ABSOLUTE_TIMEOUT"), timedelta(hours=12)
+        ),
+        user_key=config.get("SESSION_USER_KEY", "user_id"),
+    )
+    app.session_interface = interface
+    app.extensions["sessionstore"] = interface
+    return interface

@@ -1,0 +1,72 @@
+"""Every Redis key sessionstore uses is built here, and nowhere else.
+
+Data model (all keys share the interface's `key_prefix`, default ``sess:``):
+
+| key | type | TTL | written by |
+|---|---|---|---|
+| ``{prefix}{hmac}`` | hash | min(idle left, absolute left) | save / load scripts |
+| ``{prefix}user:{id}`` | zset | its longest-lived member | save, load, destroy scripts |
+
+``{hmac}`` is hex HMAC-SHA256 of the cookie's session id, keyed by a key
+derived from the app's SECRET_KEY: a dump or a replica of Redis contains no
+usable cookie, and a lookup compares nothing secret in Python (Redis finds
+the key by hash), so it leaks no timing about valid ids.
+
+Fields of a session hash: one per top-level session key, holding tagged JSON
+(a key starting with ``!`` is stored as ``!!key`` so it cannot clash), plus
+metadata fields ``!c`` (created, ms since epoch, Redis clock), ``!a`` (last
+write or TTL refresh, ms) and ``!u`` (the user id, when logged in).
+
+The user index holds the session keys of one user scored by their expiry
+(ms): pruned of expired members whenever it is touched, and itself expiring
+with its last member, so it cannot grow without bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+META_CREATED = "!c"
+META_ACTIVE = "!a"
+META_USER = "!u"
+META_PREFIX = "!"
+
+
+class KeySpace:
+    """Builds the keys of one session store."""
+
+    def __init__(self, prefix: str, secret: str | bytes) -> None:
+        if not secret:
+            raise ValueError("sessionstore needs the app's SECRET_KEY to derive session keys")
+        if isinstance(secret, str):
+            secret = secret.encode()
+        self.prefix = prefix
+        # A key of its own, so the raw SECRET_KEY is never used for two purposes.
+        self._hmac_key = hmac.new(secret, b"sessionstore/session-key/v1", hashlib.sha256).digest()
+
+    def session(self, sid: str) -> str:
+        digest = hmac.new(self._hmac_key, sid.encode(), hashlib.sha256).hexdigest()
+        return f"{self.prefix}{digest}"
+
+    @property
+    def user_index_prefix(self) -> str:
+        """The Lua scripts append a user id to this (they learn the id from ``!u``)."""
+        return f"{self.prefix}user:"
+
+    def user_index(self, user_id: str) -> str:
+        return f"{self.user_index_prefix}{user_id}"
+
+
+def field_name(session_key: str) -> str:
+    """The hash field that stores `session_key` (escaping the metadata prefix)."""
+    return META_PREFIX + session_key if session_key.startswith(META_PREFIX) else session_key
+
+
+def session_key_of(field: str) -> str | None:
+    """Inverse of field_name; None for metadata fields."""
+    if not field.startswith(META_PREFIX):
+        return field
+    if field.startswith(META_PREFIX * 2):
+        return field[1:]
+    return None

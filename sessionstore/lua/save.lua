@@ -1,0 +1,63 @@
+-- Apply one request's changes to a session, atomically, in one round trip.
+-- Only the fields the request changed are sent, so two requests on two
+-- replicas that change different keys of one session both survive.
+--
+-- KEYS[1]  session key to write
+-- KEYS[2]  session key as loaded (differs from KEYS[1] after regenerate())
+-- ARGV[1]  'new' (never stored: create it) or 'update' (must still exist)
+-- ARGV[2]  idle timeout (ms)      ARGV[3]  absolute timeout (ms)
+-- ARGV[4]  user index key prefix
+-- ARGV[5]  'keep' (user unchanged) or 'set' (user becomes ARGV[6]; '' = none)
+-- ARGV[6]  user id
+-- ARGV[7]  n, the number of fields to set; ARGV[8 .. 7+2n] field/value pairs;
+--          the remaining arguments are fields to delete.
+-- Returns the new TTL in ms, or 0 when nothing was written because the
+-- session was destroyed, rotated or expired meanwhile (no resurrection).
+local key, old = KEYS[1], KEYS[2]
+local mode = ARGV[1]
+local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
+local index_prefix = ARGV[4]
+
+if mode == 'update' then
+  if redis.call('EXISTS', old) == 0 then return 0 end
+  if old ~= key then redis.call('RENAME', old, key) end
+elseif redis.call('EXISTS', key) == 1 then
+  -- A fresh 256-bit id that already exists: refuse rather than merge.
+  return 0
+end
+
+local now = now_ms()
+local prev_user = redis.call('HGET', key, '!u')
+if mode == 'new' then redis.call('HSET', key, '!c', now) end
+
+local n = tonumber(ARGV[7])
+local first_del = 8 + 2 * n
+-- unpack() is bounded by Lua's stack: apply large change sets in chunks.
+local chunk = 200
+for i = 8, first_del - 1, 2 * chunk do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * chunk - 1, first_del - 1)))
+end
+for i = first_del, #ARGV, chunk do
+  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + chunk - 1, #ARGV)))
+end
+redis.call('HSET', key, '!a', now)
+
+local created = tonumber(redis.call('HGET', key, '!c')) or now
+local ttl = session_ttl(created, idle, absolute, now)
+
+local user = prev_user
+if ARGV[5] == 'set' then
+  user = ARGV[6] ~= '' and ARGV[6] or false
+  if user then redis.call('HSET', key, '!u', user) else redis.call('HDEL', key, '!u') end
+end
+if prev_user and (prev_user ~= user or old ~= key) then
+  redis.call('ZREM', index_prefix .. prev_user, old, key)
+end
+
+if ttl <= 0 then
+  redis.call('DEL', key)
+  return 0
+end
+redis.call('PEXPIRE', key, ttl)
+if user then index_add(index_prefix .. user, key, now + ttl, now) end
+return ttl

@@ -1,0 +1,34 @@
+"""How a session value becomes a Redis hash field, and back.
+
+Each top-level session key is one hash field holding tagged JSON: Flask's own
+TaggedJSONSerializer, so bytes, datetime, tuple, UUID and Markup (flash
+messages) round-trip exactly as they do in Flask's signed-cookie sessions.
+Never pickle: a value read from Redis can never run code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask.json.tag import TaggedJSONSerializer
+
+log = logging.getLogger(__name__)
+
+_tagged = TaggedJSONSerializer()
+
+
+class CorruptValue(ValueError):
+    """A stored field is not valid tagged JSON (written by something else, or damaged)."""
+
+
+def dumps(value: Any) -> str:
+    """Serialize one session value. Raises TypeError for values JSON cannot hold."""
+    return _tagged.dumps(value)
+
+
+def loads(raw: str | bytes) -> Any:
+    try:
+        return _tagged.loads(raw)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptValue(str(exc)) from exc

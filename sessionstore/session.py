@@ -1,0 +1,158 @@
+"""The object behind `flask.session`: a dict that loads itself on first use.
+
+Loading lazily means a request that never touches the session (a health
+check, a static file) costs no Redis call at all, and a Redis failure during
+the load is raised inside the view, where the app's error handlers see it.
+Changes are found by comparing each value's serialized form against what was
+loaded, so nested edits (``session["cart"]["a"] += 1``) are saved without
+anyone setting ``session.modified``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from flask.sessions import SessionMixin
+
+from . import serializer
+from .keys import field_name
+from .store import KEEP_USER, SessionStore
+
+SID_BYTES = 32  # 256 bits of entropy
+_SID_SHAPE = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
+
+
+def new_sid() -> str:
+    return secrets.token_urlsafe(SID_BYTES)
+
+
+def is_well_formed_sid(value: str | None) -> bool:
+    """Cheap shape check before any Redis call: anything else is not ours."""
+    return bool(value) and _SID_SHAPE.match(value) is not None
+
+
+class RedisSession(MutableMapping[str, Any], SessionMixin):
+    """A server-side session. Behaves as a dict; adds `regenerate()` and `destroy()`."""
+
+    def __init__(self, store: SessionStore, sid: str | None, *, user_key: str) -> None:
+        self._store = store
+        self._user_key = user_key
+        self.sid = sid  # the id in the request's cookie, if well formed
+        self.had_cookie = sid is not None
+        self._data: dict[str, Any] | None = None
+        self._raw: dict[str, str] = {}
+        self._loaded_user: str | None = None
+        self._loaded_sid: str | None = None  # set by regenerate(): the id to rotate away from
+        self.new = True
+        self.created_at: datetime | None = None
+        self.accessed = False
+
+    # -- the dict -----------------------------------------------------------
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self.accessed = True
+            loaded = self._store.load(self.sid) if self.sid else None
+            if loaded is None:
+                # Unknown, expired or forged id: never adopt it (session fixation);
+                # a fresh id is drawn if this session is ever written.
+                self._data = {}
+                self.sid = None
+            else:
+                self._data = loaded.data
+                self._raw = loaded.raw
+                self._loaded_user = loaded.user_id
+                self.created_at = loaded.created_at
+                self.new = False
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        state = "unloaded" if self._data is None else repr(self._data)
+        return f"<RedisSession {state}>"
+
+    @property
+    def loaded(self) -> bool:
+        return self._data is not None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def regenerate(self) -> None:
+        """Give the session a new id and keep its data (call on login and on any
+        privilege change). The old id stops working when this request's session
+        is saved, in the same atomic write."""
+        _ = self.data  # rotation needs to know whether a stored session exists
+        if self.new:
+            return  # not stored yet: it gets a fresh id when first saved anyway
+        if self._loaded_sid is None:
+            self._loaded_sid = self.sid
+        self.sid = new_sid()
+
+    def destroy(self) -> None:
+        """Delete the session from Redis now. What the request writes afterwards
+        goes into a brand-new session; if nothing is written, the cookie is cleared."""
+        stored_sid = self._loaded_sid or self.sid
+        if stored_sid:
+            self._store.destroy(stored_sid)
+        self._data, self._raw = {}, {}
+        self._loaded_user = None
+        self._loaded_sid = None
+        self.sid = None
+        self.new = True
+        self.created_at = None
+        self.accessed = True
+
+    # -- what a save needs --------------------------------------------------
+
+    def changes(self) -> tuple[dict[str, str], list[str]]:
+        """(fields to set, fields to delete) against what was loaded."""
+        sets: dict[str, str] = {}
+        seen: set[str] = set()
+        for key, value in self.data.items():
+            field = field_name(key)
+            seen.add(field)
+            encoded = serializer.dumps(value)
+            if self._raw.get(field) != encoded:
+                sets[field] = encoded
+        deletes = [field for field in self._raw if field not in seen]
+        return sets, deletes
+
+    def user_change(self) -> Any:
+        """The user id to record if it changed, else KEEP_USER."""
+        value = self.data.get(self._user_key)
+        user = None if value is None else str(value)
+        if not self.new and user == self._loaded_user:
+            return KEEP_USER
+        return user
+
+    @property
+    def rotating(self) -> bool:
+        return self._loaded_sid is not None
+
+    def mark_saved(self, sid: str, sets: dict[str, str], deletes: list[str]) -> None:
+        """After a successful save, this object mirrors Redis again."""
+        self.sid = sid
+        self._raw.update(sets)
+        for field in deletes:
+            self._raw.pop(field, None)
+        self._loaded_sid = None
+        self.new = False

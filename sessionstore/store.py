@@ -1,0 +1,199 @@
+"""The session store: every Redis operation sessionstore performs, one script each.
+
+The Redis data model is documented in `sessionstore.keys`. Each public method
+is exactly one round trip (one EVALSHA), and every write is a single Lua
+script, so a session is never half-written and concurrent requests on
+different replicas cannot interleave inside one save.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import redis
+
+from . import serializer
+from .errors import TRANSIENT_REDIS_ERRORS, StoreUnavailable
+from .keys import META_CREATED, META_USER, KeySpace, session_key_of
+
+log = logging.getLogger(__name__)
+
+KEEP_USER = object()
+"""Passed as `user` to `save` when the request did not change who is logged in."""
+
+
+def _text(value: bytes | str | int | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _ms_to_datetime(ms: str | int | None) -> datetime | None:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms is not None else None
+
+
+def _load_script(name: str) -> str:
+    folder = resources.files(__package__) / "lua"
+    return (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class LoadedSession:
+    """What one load returns: the values, and their raw form for change detection."""
+
+    data: dict[str, Any]
+    raw: dict[str, str]  # hash field -> stored tagged JSON, the snapshot saves diff against
+    created_at: datetime
+    user_id: str | None
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, as `user_sessions` reports it."""
+
+    key: str  # the Redis key: an HMAC of the cookie id, useless as a cookie
+    created_at: datetime
+    last_seen: datetime  # last write or TTL refresh: accurate to within half the idle timeout
+    expires_at: datetime
+
+
+class SessionStore:
+    """Sessions in Redis for one application (one key prefix, one secret)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key_prefix: str = "sess:",
+        idle_timeout: timedelta = timedelta(minutes=30),
+        absolute_timeout: timedelta = timedelta(hours=12),
+        secret_key: str | bytes | None = None,
+    ) -> None:
+        if idle_timeout <= timedelta(0) or absolute_timeout <= timedelta(0):
+            raise ValueError("session timeouts must be positive")
+        self.client = client
+        self.key_prefix = key_prefix
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+        self._idle_ms = int(idle_timeout.total_seconds() * 1000)
+        self._absolute_ms = int(absolute_timeout.total_seconds() * 1000)
+        self._keys = KeySpace(key_prefix, secret_key) if secret_key else None
+        self._scripts = {
+            name: client.register_script(_load_script(name))
+            for name in ("load", "save", "destroy", "user_sessions", "revoke_user")
+        }
+
+    # -- keys -------------------------------------------------------------
+
+    @property
+    def keys(self) -> KeySpace:
+        """The key space; derived from the Flask app's SECRET_KEY unless one was given."""
+        if self._keys is None:
+            from flask import current_app
+
+            self.bind_secret(current_app.secret_key)
+        assert self._keys is not None
+        return self._keys
+
+    def bind_secret(self, secret_key: str | bytes | None) -> None:
+        if self._keys is None:
+            self._keys = KeySpace(self.key_prefix, secret_key or "")
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"session store unavailable: {exc}") from exc
+
+    # -- one session --------------------------------------------------------
+
+    def load(self, sid: str) -> LoadedSession | None:
+        """The session for cookie id `sid`, or None if there is none (or it is unreadable)."""
+        key = self.keys.session(sid)
+        reply = self._run(
+            "load", [key], [self._idle_ms, self._absolute_ms, self.keys.user_index_prefix]
+        )
+        if reply is None:
+            return None
+        flat, ttl_ms = reply
+        data: dict[str, Any] = {}
+        raw: dict[str, str] = {}
+        meta: dict[str, str] = {}
+        try:
+            for i in range(0, len(flat), 2):
+                field, value = _text(flat[i]), _text(flat[i + 1])
+                name = session_key_of(field)
+                if name is None:
+                    meta[field] = value
+                else:
+                    raw[field] = value
+                    data[name] = serializer.loads(value)
+            created_at = _ms_to_datetime(meta[META_CREATED])
+        except (serializer.CorruptValue, KeyError, ValueError) as exc:
+            # Damaged or foreign data: start afresh rather than fail the request.
+            log.warning("ignoring unreadable session %s: %s", key, exc)
+            return None
+        return LoadedSession(data, raw, created_at, meta.get(META_USER), int(ttl_ms))
+
+    def save(
+        self,
+        *,
+        sid: str,
+        loaded_sid: str | None,
+        is_new: bool,
+        sets: dict[str, str],
+        deletes: list[str],
+        user: Any = KEEP_USER,
+    ) -> int:
+        """Write a request's changes; returns the session's TTL in ms, or 0 if nothing
+        was written because the session was destroyed, rotated or expired meanwhile."""
+        key = self.keys.session(sid)
+        old = self.keys.session(loaded_sid) if loaded_sid else key
+        pairs = [part for item in sets.items() for part in item]
+        user_args = ["keep", ""] if user is KEEP_USER else ["set", "" if user is None else user]
+        args = [
+            "new" if is_new else "update",
+            self._idle_ms,
+            self._absolute_ms,
+            self.keys.user_index_prefix,
+            *user_args,
+            len(sets),
+            *pairs,
+            *deletes,
+        ]
+        return int(self._run("save", [key, old], args))
+
+    def destroy(self, sid: str) -> bool:
+        """Delete the session now (and its entry in its user's index)."""
+        key = self.keys.session(sid)
+        return bool(self._run("destroy", [key], [self.keys.user_index_prefix]))
+
+    # -- one user -----------------------------------------------------------
+
+    def user_sessions(self, user_id: Any) -> list[SessionInfo]:
+        """The live sessions of `user_id`, oldest first."""
+        rows = self._run("user_sessions", [self.keys.user_index(str(user_id))], [])
+        sessions = [
+            SessionInfo(
+                key=_text(key),
+                created_at=_ms_to_datetime(_text(created)),
+                last_seen=_ms_to_datetime(_text(active) or _text(created)),
+                expires_at=_ms_to_datetime(int(float(_text(expires)))),
+            )
+            for key, created, active, expires in rows
+        ]
+        return sorted(sessions, key=lambda s: s.created_at)
+
+    def revoke_user(self, user_id: Any) -> int:
+        """Log `user_id` out everywhere at once; returns how many sessions ended."""
+        return int(self._run("revoke_user", [self.keys.user_index(str(user_id))], []))
+
+
+__all__ = ["KEEP_USER", "LoadedSession", "SessionInfo", "SessionStore"]
