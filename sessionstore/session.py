@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ def is_well_formed_sid(value: str | None) -> bool:
     return bool(value) and _SID_SHAPE.match(value) is not None
 
 
-class RedisSession(MutableMapping[str, Any], SessionMixin):
+class RedisSession(SessionMixin):
     """A server-side session. Behaves as a dict; adds `regenerate()` and `destroy()`."""
 
     def __init__(self, store: SessionStore, sid: str | None, *, user_key: str) -> None:
