@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The README's quick start, with all of its set-up. Idempotent: run it again
+# and it only does what is missing.
+#
+#   ./run.sh up [shop-cluster up options]   start the whole cluster and print its URL
+#   ./run.sh test [pytest options]          run the full test suite (ruff + pytest)
+#   ./run.sh <shop-cluster subcommand>      e.g. ./run.sh status, ./run.sh demo, ./run.sh down
+#
+# Set-up: system packages with apt-get when they are missing (as root; anyone
+# else is told what to install), a virtualenv in .venv, and the project
+# installed into it (again only when pyproject.toml changed).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
+
+# ensure_packages BINARY:PACKAGE ... installs the packages whose binary is missing.
+ensure_packages() {
+  local missing=() pair
+  for pair in "$@"; do
+    have "${pair%%:*}" || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing system packages: ${missing[*]}. Install them with: sudo apt-get install ${missing[*]}"
+  fi
+  have apt-get || die "missing ${missing[*]} and no apt-get here: install them with your package manager"
+  say "Installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_venv() {
+  have python3 || ensure_packages python3:python3
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "Python 3.11 or newer is needed (found $(python3 --version))"
+  if [ ! -x "$VENV/bin/python" ]; then
+    # Debian ships venv's ensurepip separately, in python3-venv.
+    python3 -c 'import ensurepip' 2>/dev/null || ensure_packages "no-such-binary:python3-venv"
+    say "Creating the virtualenv in $VENV"
+    python3 -m venv "$VENV"
+  fi
+  local extras=$1 stamp="$VENV/.installed-$1"
+  local want; want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "Installing the project into $VENV (pip install -e '.[$extras]')"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd=${1:-help}
+case "$cmd" in
+  test)
+    shift
+    ensure_packages redis-server:redis-server nginx:nginx chromium:chromium \
+      docker-compose:docker-compose
+    ensure_venv test
+    say "ruff check"
+    "$VENV/bin/ruff" check .
+    say "pytest"
+    exec "$VENV/bin/pytest" "$@"
+    ;;
+  help|-h|--help)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+  *)
+    ensure_packages redis-server:redis-server nginx:nginx
+    ensure_venv test
+    [ "$cmd" = up ] && say "Starting the cluster (shop-cluster up)"
+    exec "$VENV/bin/shop-cluster" "$@"
+    ;;
+esac
