@@ -6,6 +6,7 @@ by name, so a developer's own redis-server or nginx is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -127,10 +128,8 @@ def signal_group(pid: int, sig: int) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if `pid` is our child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def stop_process(pid: int | None, *, timeout: float = 10.0, group: bool = True) -> None:
@@ -149,16 +148,12 @@ def stop_process(pid: int | None, *, timeout: float = 10.0, group: bool = True) 
             break
         time.sleep(0.05)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             send(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     if group:
         # Workers of a gunicorn master may outlive it for a moment.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     _reap(pid)
 
 
@@ -203,3 +198,71 @@ def _redis_ping(port: int) -> bool:
     with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
         sock.sendall(b"PING\r\n")
         return sock.recv(64).startswith(b"+PONG")
+
+
+def boot_id() -> str:
+    """This boot's id: pids recorded under another boot id name nothing of ours."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start_time(pid: int | None) -> int | None:
+    """When `pid` started (clock ticks since boot), or None if it does not run.
+
+    Stored next to a pid, it tells our process from a later one that reused
+    the pid, so a stale state file never makes us signal a stranger.
+    """
+    if not pid_alive(pid):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def is_same_process(pid: int | None, start_time: int | None) -> bool:
+    """True if `pid` runs and is the very process that started at `start_time`."""
+    if not pid or start_time is None:
+        return False
+    return process_start_time(pid) == start_time
+
+
+def child_pids(pid: int) -> set[int]:
+    """The direct children of `pid` (e.g. an nginx master's workers)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children.update(int(c) for c in task.read_text().split())
+        except (OSError, ValueError):
+            continue
+    return children
+
+
+def group_pids(pgid: int) -> set[int]:
+    """Every running process whose process group is `pgid` (a replica's master and workers)."""
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def stop_many(pids: Sequence[int], *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Signal several process groups at once and wait for all of them together
+    (stopping replicas one by one would add up their graceful shutdowns)."""
+    for pid in pids:
+        signal_group(pid, sig)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline and (pid_alive(pid) or group_pids(pid)):
+            _reap(pid)
+            time.sleep(0.05)
+    for pid in pids:
+        stop_process(pid, timeout=0)

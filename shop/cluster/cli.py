@@ -1,0 +1,278 @@
+"""`shop-cluster`: run the whole shop cluster on this machine as plain processes.
+
+Parses arguments, calls `launcher.Cluster` and prints with rich. Errors the
+user can act on are one red line and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import procs
+from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, DEFAULT_WORKDIR, Cluster, ClusterError
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DESCRIPTION = """\
+Run the shop cluster locally: redis-server, N gunicorn replicas of the shop
+(shop-1 .. shop-N) and nginx in front of them, all as plain processes on
+127.0.0.1, with configs, pid/state files, logs and data in one work directory.
+No root and no Docker needed."""
+
+EPILOG = """\
+examples:
+  shop-cluster up                      3 replicas behind http://127.0.0.1:8080/
+  shop-cluster up --replicas 5 --port 9000 --workdir /tmp/c2
+  shop-cluster status                  what runs where, alive and ready
+  shop-cluster kill shop-2             crash a replica (SIGKILL of its process group)
+  shop-cluster start shop-2            bring it back on the same port
+  shop-cluster scale 5                 add replicas (or remove them, drained first)
+  shop-cluster demo                    the narrated kill-a-node demo
+  shop-cluster down                    stop everything"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every subcommand takes --workdir."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(DEFAULT_WORKDIR),
+        metavar="DIR",
+        help=f"the cluster's work directory: state, configs, logs, data "
+        f"(default: {DEFAULT_WORKDIR}/)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="shop-cluster",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser(
+        "up", parents=[common], help="start redis, N replicas and nginx; wait until ready"
+    )
+    up.add_argument(
+        "--replicas", type=int, default=DEFAULT_REPLICAS, metavar="N",
+        help=f"how many shop replicas (default: {DEFAULT_REPLICAS})",
+    )  # fmt: skip
+    up.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, metavar="P",
+        help=f"the port nginx listens on, on 127.0.0.1 (default: {DEFAULT_PORT})",
+    )  # fmt: skip
+    up.add_argument(
+        "--foreground", action="store_true",
+        help="stay attached: stream every process's log, stop all on Ctrl-C or SIGTERM",
+    )  # fmt: skip
+
+    sub.add_parser("down", parents=[common], help="stop every process of the cluster")
+    status = sub.add_parser("status", parents=[common], help="show what runs where")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    kill = sub.add_parser(
+        "kill", parents=[common], help="crash a process: SIGKILL of its whole process group"
+    )
+    kill.add_argument("name", metavar="NAME", help="shop-N, redis or nginx")
+    start = sub.add_parser("start", parents=[common], help="start a killed process again")
+    start.add_argument("name", metavar="NAME", help="shop-N, redis or nginx")
+    scale = sub.add_parser(
+        "scale", parents=[common],
+        help="grow or shrink to N replicas (leaving ones are drained from nginx first)",
+    )  # fmt: skip
+    scale.add_argument("count", type=int, metavar="N", help="the number of replicas wanted")
+    sub.add_parser(
+        "demo", parents=[common],
+        help="narrated demo: kill the replica serving a shopper, lose nothing",
+    )  # fmt: skip
+    return parser
+
+
+def yes_no(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """One row per process: the table `up` and `status` print."""
+    table = Table(title=f"shop cluster at {status['url']}", title_justify="left")
+    for column in ("name", "pid", "port", "alive", "ready"):
+        table.add_column(column, justify="right" if column in ("pid", "port") else "left")
+    for proc in [status["nginx"], *status["replicas"], status["redis"]]:
+        table.add_row(
+            proc["name"], str(proc["pid"] or "-"), str(proc["port"]),
+            yes_no(proc["alive"]), yes_no(proc["ready"]),
+        )  # fmt: skip
+    return table
+
+
+def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
+    old = cluster.load()
+    if old is not None and not cluster.is_running(old):
+        console.print(
+            f"[yellow]Found a stale state file in {cluster.workdir} (its processes are gone, "
+            f"e.g. after a reboot); starting afresh.[/]"
+        )
+    follower = LogFollower(cluster) if args.foreground else None
+    with console.status(f"Starting {args.replicas} replicas, redis and nginx…"):
+        cluster.up(replicas=args.replicas, port=args.port)
+    status = cluster.status()
+    console.print(status_table(status))
+    console.print(f"The shop is at [bold cyan]{status['url']}[/]  (workdir: {cluster.workdir})")
+    if follower is None:
+        console.print("Stop it with: [bold]shop-cluster down" + _workdir_flag(cluster) + "[/]")
+        return 0
+    console.print("Streaming logs; Ctrl-C stops the cluster.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        follower.run(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the teardown
+        console.print("\nStopping the cluster…")
+        cluster.down()
+        console.print("Stopped.")
+    return 0
+
+
+def cmd_down(cluster: Cluster, args: argparse.Namespace) -> int:
+    old = cluster.load()
+    stale = old is not None and not cluster.is_running(old)
+    state = cluster.down()
+    if state is None:
+        console.print(f"No cluster is running in {cluster.workdir}; nothing to stop.")
+    elif stale:
+        console.print(f"Removed a stale state file in {cluster.workdir} (nothing was running).")
+    else:
+        console.print(f"Stopped nginx, {len(state.replicas)} replicas and redis ({state.url}).")
+    return 0
+
+
+def cmd_status(cluster: Cluster, args: argparse.Namespace) -> int:
+    status = cluster.status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        console.print(status_table(status))
+    return 0
+
+
+def cmd_kill(cluster: Cluster, args: argparse.Namespace) -> int:
+    proc = cluster.kill(args.name)
+    console.print(f"[red]Killed {proc.name}[/] (pid {proc.pid}: SIGKILL to its process group).")
+    return 0
+
+
+def cmd_start(cluster: Cluster, args: argparse.Namespace) -> int:
+    proc = cluster.start(args.name)
+    console.print(f"[green]Started {proc.name}[/] (pid {proc.pid}, port {proc.port}).")
+    return 0
+
+
+def cmd_scale(cluster: Cluster, args: argparse.Namespace) -> int:
+    with console.status(f"Scaling to {args.count} replicas…"):
+        added, removed = cluster.scale(args.count)
+    if added:
+        console.print("[green]Added[/] " + ", ".join(p.name for p in added) + "; nginx reloaded.")
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        console.print(f"[yellow]Removed[/] {names}: drained from nginx, then stopped gracefully.")
+    if not added and not removed:
+        console.print(f"Already {args.count} replicas; nothing to do.")
+    return 0
+
+
+def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
+    from .demo import run_demo  # the demo pulls in more; only load it when asked
+
+    return run_demo(cluster, console)
+
+
+COMMANDS = {
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+    "kill": cmd_kill,
+    "start": cmd_start,
+    "scale": cmd_scale,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `shop-cluster` console script."""
+    args = build_parser().parse_args(argv)
+    cluster = Cluster(args.workdir)
+    try:
+        return COMMANDS[args.command](cluster, args)
+    except (ClusterError, procs.MissingBinary) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+def _workdir_flag(cluster: Cluster) -> str:
+    default = Path(DEFAULT_WORKDIR).absolute()
+    return "" if cluster.workdir == default else f" --workdir {cluster.workdir}"
+
+
+class LogFollower:
+    """Streams every log file of the cluster, each line prefixed by its process.
+
+    Offsets are taken when it is created (before `up`), so the startup lines
+    are shown too; files that appear later (a replica added by `scale`) are
+    picked up as they come.
+    """
+
+    COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.offsets: dict[Path, int] = {p: p.stat().st_size for p in self._files()}
+        self.colours: dict[str, str] = {}
+
+    def _files(self) -> list[Path]:
+        return [*sorted(self.cluster.log_dir.glob("*.log")), self.cluster.redis_dir / "redis.log"]
+
+    def _prefix(self, path: Path) -> str:
+        name = "redis" if path.parent == self.cluster.redis_dir else path.stem
+        colour = self.colours.setdefault(name, self.COLOURS[len(self.colours) % len(self.COLOURS)])
+        return f"[{colour}]{name:>12} |[/] "
+
+    def poll(self) -> None:
+        for path in self._files():
+            try:
+                with open(path, "rb") as log:
+                    log.seek(self.offsets.get(path, 0))
+                    data = log.read()
+            except OSError:
+                continue
+            # Only whole lines; a half-written one waits for the next poll.
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                console.print(self._prefix(path), end="")
+                console.out(line, highlight=False)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.poll()
+            stop.wait(0.2)
+        self.poll()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
