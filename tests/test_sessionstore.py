@@ -12,6 +12,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import flask_session
 import pytest
 import redis
 from flask import Flask, abort, jsonify, session
@@ -37,12 +38,20 @@ class CountingConnection(redis.Connection):
         return super().send_packed_command(command, check_health)
 
 
-def make_app(client: redis.Redis, name: str = "replica", **options) -> Flask:
-    """A tiny app whose views exercise the session the way a shop would."""
+def make_app(client: redis.Redis, name: str = "replica", *, peer: bool = False, **options) -> Flask:
+    """A tiny app whose views exercise the session the way a shop would.
+
+    With `peer`, the same app runs on Flask-Session 0.8 (Redis backend, its
+    defaults) instead, so the usual choice can be shown failing side by side.
+    """
     app = Flask(name)
     app.secret_key = SECRET
     app.config.update(options.pop("config", {}))
-    app.session_interface = RedisSessionInterface(client, **options)
+    if peer:
+        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
+        flask_session.Session(app)
+    else:
+        app.session_interface = RedisSessionInterface(client, **options)
     app.gate = threading.Event()  # holds /slow-set until the test releases it
     app.loaded = threading.Event()
 
@@ -86,7 +95,7 @@ def make_app(client: redis.Redis, name: str = "replica", **options) -> Flask:
 
     @app.post("/logout")
     def logout():
-        session.destroy()
+        session.destroy() if hasattr(session, "destroy") else session.clear()
         return "ok"
 
     @app.post("/logout-and-flash")
@@ -693,3 +702,50 @@ def test_sessions_through_a_real_sentinel(redis_server, redis_client, tmp_path):
         assert len(session_keys(redis_client)) == 1
     finally:
         procs.stop_process(proc.pid)
+
+
+# The usual choice, side by side ------------------------------------------------
+# Flask-Session 0.8 with its Redis backend runs the same scenarios. These tests
+# pin down the failures the README claims for it; if a new release fixes one,
+# the test says so and the README's comparison must be updated.
+
+
+def run_slow_write_racing(one: Flask, two: Flask, sid: str, racer: str) -> None:
+    """Replica one loads the session, replica two runs `racer`, then one writes."""
+    slow = threading.Thread(target=lambda: with_cookie(one, sid).post("/slow-set/a/from-one"))
+    slow.start()
+    assert one.loaded.wait(5)
+    with_cookie(two, sid).post(racer)
+    one.gate.set()
+    slow.join(10)
+
+
+@pytest.mark.parametrize("peer", [False, True], ids=["sessionstore", "flask_session"])
+def test_concurrent_update_survives_only_with_sessionstore(redis_client, client_factory, peer):
+    one = make_app(client_factory(), "one", peer=peer)
+    two = make_app(client_factory(), "two", peer=peer)
+    first = one.test_client()
+    first.post("/set/seed/1")
+    run_slow_write_racing(one, two, cookie_of(first), "/set/b/from-two")
+    survived = with_cookie(two, cookie_of(first)).get("/read").json
+    assert ("b" in survived) is not peer  # Flask-Session rewrites the whole session
+
+
+@pytest.mark.parametrize("peer", [False, True], ids=["sessionstore", "flask_session"])
+def test_logout_stays_logged_out_only_with_sessionstore(redis_client, client_factory, peer):
+    one = make_app(client_factory(), "one", peer=peer)
+    two = make_app(client_factory(), "two", peer=peer)
+    first = one.test_client()
+    first.post("/set/user_id/alice")
+    run_slow_write_racing(one, two, cookie_of(first), "/logout")
+    resurrected = with_cookie(two, cookie_of(first)).get("/read").json
+    assert (resurrected.get("user_id") == "alice") is peer  # the peer brings the login back
+
+
+@pytest.mark.parametrize("peer", [False, True], ids=["sessionstore", "flask_session"])
+def test_only_sessionstore_keeps_the_cookie_out_of_redis(redis_client, client_factory, peer):
+    app = make_app(client_factory(), peer=peer)
+    client = app.test_client()
+    client.post("/set/a/1")
+    sid = cookie_of(client)
+    assert any(sid in key for key in redis_client.scan_iter("*")) is peer
