@@ -413,8 +413,7 @@ class Cluster:
         # The master starts new workers and old ones finish their requests and
         # exit: only then has no request any path left to a removed replica.
         _wait(
-            lambda: not (procs.child_pids(master) & old_workers)
-            and bool(procs.child_pids(master)),
+            lambda: not (procs.child_pids(master) & old_workers) and bool(procs.child_pids(master)),
             "nginx to reload (old workers to finish)",
             timeout=NGINX_DRAIN_TIMEOUT,
         )

