@@ -1,0 +1,56 @@
+"""The shop: a Flask app whose every piece of state lives in Redis.
+
+``create_app(config)`` builds an app from environment variables (see
+shop/config.py) with `config` overriding them; ``shop.wsgi:app`` is what
+gunicorn serves. Any number of replicas can serve any user, because sessions,
+carts, stock, users and orders are all in the shared Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+import sessionstore
+
+from . import api, handlers, health, web
+from .config import load_config
+from .errors import STORE_ERRORS
+from .proxy import TrustedProxyFix
+from .shopper import ShopState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the shop app; `config` entries override the environment's settings."""
+    app = Flask(__name__)
+    app.config.update(load_config(overrides=config))
+    app.secret_key = app.config["SECRET_KEY"]
+    app.json.sort_keys = False
+
+    url = app.config["REDIS_URL"]
+    app.config.setdefault("SESSION_REDIS_URL", url)
+    sessionstore.init_app(app, redis_client=sessionstore.redis_from_url(url))
+    app.extensions["shop"] = ShopState(
+        redis=sessionstore.redis_from_url(url, decode_responses=True)
+    )
+
+    csrf = CSRFProtect(app)
+    csrf.exempt(api.bp)  # the API only accepts application/json, which forms cannot send
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(web.bp)
+    handlers.init_app(app)
+    web.init_app(app)
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, app.config["TRUSTED_PROXIES"])
+
+    with app.app_context():
+        try:
+            handlers.seed_catalog()
+        except STORE_ERRORS as exc:  # seeded by the first request once Redis is back
+            log.warning("could not seed the catalog at start-up (%s); will retry", exc)
+    return app

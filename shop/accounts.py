@@ -1,0 +1,129 @@
+"""User accounts in Redis: username rules, registration, password checks.
+
+Passwords are hashed with werkzeug (scrypt by default, pbkdf2 allowed); the
+hash never leaves this module except into Redis. Usernames are unique
+regardless of case (``Alice`` and ``alice`` are one name), but shown as typed.
+Names may contain any printable character, so every page must escape them,
+which Jinja's autoescaping does.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import keys, scripts
+from .errors import ShopError
+
+USERNAME_MIN, USERNAME_MAX = 3, 32
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+
+# Verified when a username is unknown, so that "no such user" takes as long as
+# "wrong password" and response times do not reveal which names exist.
+_DUMMY_HASHES: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+
+
+def normalize_username(value: Any) -> str:
+    """Validate a username and return it NFKC-normalised.
+
+    Rules: a string of 3 to 32 printable characters, no control or separator
+    characters other than single inner spaces, no leading or trailing space.
+    """
+    if not isinstance(value, str):
+        raise ShopError(400, "bad_username", "username must be a string.")
+    name = unicodedata.normalize("NFKC", value)
+    if name != name.strip() or "  " in name:
+        raise ShopError(400, "bad_username", "username must not start or end with spaces.")
+    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
+        raise ShopError(
+            400,
+            "bad_username",
+            f"username must be {USERNAME_MIN} to {USERNAME_MAX} characters long.",
+        )
+    for char in name:
+        if char != " " and unicodedata.category(char)[0] in ("C", "Z"):
+            raise ShopError(400, "bad_username", "username must be printable characters only.")
+    return name
+
+
+def fold(username: str) -> str:
+    """The case-insensitive identity of a username (the uniqueness key)."""
+    return username.casefold()
+
+
+def check_password(value: Any) -> str:
+    """Validate a new password's type and length."""
+    if not isinstance(value, str):
+        raise ShopError(400, "bad_password", "password must be a string.")
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        raise ShopError(
+            400,
+            "bad_password",
+            f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long.",
+        )
+    return value
+
+
+def register(
+    client: redis.Redis,
+    username: str,
+    password: str,
+    *,
+    hash_method: str = "scrypt",
+    claim: scripts.IdempotencyClaim | None = None,
+) -> scripts.Outcome:
+    """Create a user (409 if the name is taken); result ``{user_id, username}``."""
+    name = normalize_username(username)
+    password = check_password(password)
+    password_hash = generate_password_hash(password, method=hash_method)
+    outcome = scripts.run(
+        client,
+        "register",
+        [keys.users(), keys.users_by_name(), keys.users_next_id()],
+        [fold(name), name, password_hash, datetime.now(UTC).isoformat()],
+        claim,
+    )
+    if outcome.result.get("error") == "username_taken":
+        raise ShopError(409, "username_taken", "That username is taken.")
+    return outcome
+
+
+def authenticate(client: redis.Redis, username: Any, password: Any, *, hash_method: str) -> User:
+    """The user with these credentials, or a 401 that does not say which part was wrong."""
+    denied = ShopError(401, "bad_credentials", "Wrong username or password.")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ShopError(400, "bad_request", "username and password must be strings.")
+    if len(password) > PASSWORD_MAX or len(username) > 4 * USERNAME_MAX:
+        raise denied
+    folded = fold(unicodedata.normalize("NFKC", username))
+    user_id = client.hget(keys.users_by_name(), folded)
+    raw = client.hget(keys.users(), user_id) if user_id else None
+    if raw is None:
+        dummy = _DUMMY_HASHES.setdefault(hash_method, generate_password_hash("x", hash_method))
+        check_password_hash(dummy, password)
+        raise denied
+    record = json.loads(raw)
+    if not check_password_hash(record["password_hash"], password):
+        raise denied
+    return User(id=record["id"], username=record["username"])
+
+
+def get_user(client: redis.Redis, user_id: str) -> User | None:
+    """The user with this id, if it exists."""
+    raw = client.hget(keys.users(), user_id)
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    return User(id=record["id"], username=record["username"])

@@ -1,0 +1,103 @@
+"""The product catalog: seeded from ``shop/data/products.json``, read from Redis.
+
+Prices are integer cents everywhere; only templates format them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from . import keys
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product as shown to customers, with its stock at the time it was read."""
+
+    id: str
+    name: str
+    description: str
+    price_cents: int
+    stock: int
+    position: int = 0
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON API's shape of a product (DESIGN.md: id, name, price_cents, stock)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "price_cents": self.price_cents,
+            "stock": self.stock,
+        }
+
+
+def load_seed_data() -> list[dict[str, Any]]:
+    """The products shipped with the package, in display order."""
+    text = (resources.files("shop") / "data" / "products.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def seed(client: redis.Redis, products: list[dict[str, Any]] | None = None) -> int:
+    """Add the products (and their initial stock) that Redis does not have yet.
+
+    HSETNX only fills what is absent, so every replica can seed at start-up,
+    concurrently, without ever resetting stock that sales have already taken.
+    Returns how many products were added.
+    """
+    products = load_seed_data() if products is None else products
+    pipe = client.pipeline(transaction=True)
+    for position, item in enumerate(products):
+        info = {
+            "id": item["id"],
+            "name": item["name"],
+            "description": item.get("description", ""),
+            "price_cents": int(item["price_cents"]),
+            "position": position,
+        }
+        pipe.hsetnx(keys.products(), item["id"], json.dumps(info))
+        pipe.hsetnx(keys.stock(), item["id"], int(item["stock"]))
+    added = pipe.execute()
+    return sum(1 for flag in added[::2] if flag)
+
+
+def _product(raw: str | bytes, stock: Any) -> Product:
+    info = json.loads(raw)
+    return Product(
+        id=info["id"],
+        name=info["name"],
+        description=info.get("description", ""),
+        price_cents=int(info["price_cents"]),
+        stock=int(stock or 0),
+        position=int(info.get("position", 0)),
+    )
+
+
+def list_products(client: redis.Redis) -> list[Product]:
+    """All products with current stock, in display order (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.products())
+    pipe.hgetall(keys.stock())
+    infos, stock = pipe.execute()
+    products = [_product(raw, stock.get(pid)) for pid, raw in infos.items()]
+    return sorted(products, key=lambda p: (p.position, p.id))
+
+
+def products_by_id(client: redis.Redis, ids: list[str]) -> dict[str, Product]:
+    """The named products that exist, with current stock (one round trip)."""
+    if not ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.products(), ids)
+    pipe.hmget(keys.stock(), ids)
+    infos, stock = pipe.execute()
+    return {
+        pid: _product(raw, units)
+        for pid, raw, units in zip(ids, infos, stock, strict=True)
+        if raw is not None
+    }

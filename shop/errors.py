@@ -1,0 +1,67 @@
+"""The shop's error type and the Redis failures that mean "try again shortly".
+
+Domain modules raise :class:`ShopError` with an HTTP status and a stable
+machine-readable code; the API turns it into ``{"error": code, "message": text}``
+and the HTML pages into a flash message or a friendly page. Keeping status and
+code on the exception means one place decides both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.exceptions
+
+from sessionstore import StoreUnavailable
+
+# Failures that mean the store cannot be reached right now (as opposed to a
+# bug, such as a script error, which must surface as one).
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+)
+
+STORE_RETRY_AFTER_SECONDS = 2
+
+
+class ShopError(Exception):
+    """A request the shop refuses, with the status and code to answer it with."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.retry_after = retry_after
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON error body: ``{"error", "message"}`` plus any details."""
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+def is_store_error(exc: BaseException | None) -> bool:
+    """True if `exc` means Redis is unreachable (so the answer is a 503, not a 500)."""
+    return isinstance(exc, STORE_ERRORS)
+
+
+def store_unavailable() -> ShopError:
+    """The 503 given while Redis is unreachable."""
+    return ShopError(
+        503,
+        "store_unavailable",
+        "The shop's data store is unreachable right now. Please try again in a moment.",
+        retry_after=STORE_RETRY_AFTER_SECONDS,
+    )

@@ -1,0 +1,123 @@
+"""Every Redis key the shop uses, each built by exactly one function.
+
+Keeping the names in one module means the data model is written down once and
+no other module spells a key by hand (a typo there would be a silent bug).
+Sessions live under ``sess:`` and belong to :mod:`sessionstore`; everything
+below is the shop's.
+
+Data model
+==========
+
+Each entry: key, type, TTL, who writes it.
+
+- ``shop:products`` hash, no TTL: product id -> JSON ``{id, name, description,
+  price_cents, position}``. Written by catalog.seed with HSETNX (only what is absent).
+- ``shop:stock`` hash, no TTL: product id -> units left. Seeded by catalog.seed
+  (HSETNX); only checkout.lua takes from it (HINCRBY -qty).
+- ``shop:users`` hash, no TTL: user id -> JSON ``{id, username, password_hash,
+  created_at}``. Written by register.lua.
+- ``shop:users:by-name`` hash, no TTL: casefolded username -> user id (the
+  uniqueness index). Written by register.lua, with the user, in one step.
+- ``shop:users:next-id`` string counter, no TTL: register.lua (INCR).
+- ``shop:cart:u:<user id>`` hash, no TTL: product id -> qty (1..99).
+  Written by cart_add.lua, cart_set.lua, cart_merge.lua; cleared by checkout.lua.
+- ``shop:cart:a:<visitor id>`` hash, TTL 7 days refreshed on every change: an
+  anonymous visitor's cart (the visitor id lives in the session). Merged into
+  the user's cart and deleted by cart_merge.lua at login.
+- ``shop:orders`` hash, no TTL: order id -> order JSON. Written by checkout.lua.
+- ``shop:orders:next-id`` string counter, no TTL: checkout.lua (INCR).
+- ``shop:user-orders:<user id>`` list, no TTL: order ids, newest first
+  (checkout.lua, LPUSH).
+- ``shop:idem:<scope>:<sha256(key)>`` string, TTL 24 h: JSON ``{fp, result}``,
+  the first result of an idempotent request. Written by the idempotency
+  envelope of every script, in the same atomic step as the change it guards.
+  ``<scope>`` is ``u:<user id>`` or ``a:<visitor id>``.
+- ``shop:throttle:login:user:<name>`` string counter, TTL the window:
+  throttle.py (INCR + EXPIRE NX); deleted after a successful login.
+- ``shop:throttle:login:ip:<address>`` string counter, TTL the window:
+  throttle.py (INCR + EXPIRE NX).
+
+Every Lua script receives all the keys it touches in ``KEYS`` (none is built
+inside a script), so the scripts stay valid should the data ever be sharded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "shop:"
+
+
+def products() -> str:
+    """Hash of product id -> product JSON (name, description, price, display position)."""
+    return f"{PREFIX}products"
+
+
+def stock() -> str:
+    """Hash of product id -> units in stock; only checkout.lua takes from it."""
+    return f"{PREFIX}stock"
+
+
+def users() -> str:
+    """Hash of user id -> user JSON (with the password hash)."""
+    return f"{PREFIX}users"
+
+
+def users_by_name() -> str:
+    """Hash of casefolded username -> user id: the uniqueness index."""
+    return f"{PREFIX}users:by-name"
+
+
+def users_next_id() -> str:
+    """Counter giving user ids."""
+    return f"{PREFIX}users:next-id"
+
+
+def cart(owner: str) -> str:
+    """Hash of product id -> qty of a cart owner (:func:`user_owner`, :func:`visitor_owner`)."""
+    return f"{PREFIX}cart:{owner}"
+
+
+def user_owner(user_id: str) -> str:
+    """Cart owner id of a logged-in user."""
+    return f"u:{user_id}"
+
+
+def visitor_owner(visitor_id: str) -> str:
+    """Cart owner id of an anonymous visitor (the id lives in the visitor's session)."""
+    return f"a:{visitor_id}"
+
+
+def orders() -> str:
+    """Hash of order id -> order JSON."""
+    return f"{PREFIX}orders"
+
+
+def orders_next_id() -> str:
+    """Counter giving order ids."""
+    return f"{PREFIX}orders:next-id"
+
+
+def user_orders(user_id: str) -> str:
+    """List of a user's order ids, newest first."""
+    return f"{PREFIX}user-orders:{user_id}"
+
+
+def idempotency(scope: str, key: str) -> str:
+    """Stored first result of an idempotent request.
+
+    The client's key is hashed so that any string (within the length limit)
+    makes a well-formed, fixed-size key name.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"{PREFIX}idem:{scope}:{digest}"
+
+
+def login_throttle_user(folded_username: str) -> str:
+    """Failed-and-pending login attempts for one username in the current window."""
+    return f"{PREFIX}throttle:login:user:{folded_username}"
+
+
+def login_throttle_ip(address: str) -> str:
+    """Login attempts from one client address in the current window."""
+    return f"{PREFIX}throttle:login:ip:{address}"

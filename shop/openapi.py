@@ -1,0 +1,229 @@
+"""The OpenAPI 3 description of the JSON API, served at /api/openapi.json.
+
+A test checks that every /api route of the app is described here and every
+path described here exists, so this document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A repeat with the same key returns the first result and changes nothing; "
+    "the same key with a different body is a 422. Kept 24 hours.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+PRODUCT_ID = {"name": "product_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+COMMON_ERRORS = {
+    "503": _error("The store (Redis) is unreachable; retry after Retry-After seconds"),
+}
+BODY_ERRORS = {
+    "400": _error("Malformed JSON or invalid fields"),
+    "413": _error("Body too large"),
+    "415": _error("Body is not application/json"),
+}
+IDEMPOTENT_ERRORS = {"422": _error("Idempotency-Key reused with a different request")}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: dict[str, Any] | None = None,
+    idempotent: bool = False,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **COMMON_ERRORS}}
+    parameters = list(params or [])
+    if idempotent:
+        parameters.append(IDEMPOTENCY_KEY)
+        operation["responses"].update(IDEMPOTENT_ERRORS)
+    if body is not None:
+        operation["requestBody"] = _body(body)
+        operation["responses"].update(BODY_ERRORS)
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _object(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+QTY = {"type": "integer", "minimum": 1, "maximum": 99}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _object(["error", "message"], error=STRING, message=STRING),
+    "Credentials": _object(
+        ["username", "password"],
+        username={"type": "string", "minLength": 3, "maxLength": 32},
+        password={"type": "string", "minLength": 8, "maxLength": 128},
+    ),
+    "User": _object(["username"], username=STRING),
+    "Product": _object(
+        ["id", "name", "price_cents", "stock"],
+        id=STRING,
+        name=STRING,
+        description=STRING,
+        price_cents=INTEGER,
+        stock=INTEGER,
+    ),
+    "CartLine": _object(
+        ["product_id", "name", "qty", "price_cents", "subtotal_cents"],
+        product_id=STRING,
+        name=STRING,
+        qty=QTY,
+        price_cents=INTEGER,
+        subtotal_cents=INTEGER,
+    ),
+    "Cart": _object(
+        ["items", "total_cents"],
+        items={"type": "array", "items": _ref("CartLine")},
+        total_cents=INTEGER,
+    ),
+    "LineChange": _object(["product_id", "qty"], product_id=STRING, qty=INTEGER),
+    "Order": _object(
+        ["order_id", "total_cents", "items"],
+        order_id=INTEGER,
+        created_at={"type": "string", "format": "date-time"},
+        total_cents=INTEGER,
+        items={"type": "array", "items": _ref("CartLine")},
+    ),
+}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document."""
+    no_content = {"description": "Done"}
+    not_logged_in = _error("Not logged in")
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Shop API",
+            "version": "1.0.0",
+            "description": "Every response carries X-Served-By: the replica that answered.",
+        },
+        "paths": {
+            "/api/register": {
+                "post": _op(
+                    "Create a user",
+                    {"201": _json(_ref("User"), "Created"), "409": _error("Username taken")},
+                    body=_ref("Credentials"),
+                    idempotent=True,
+                )
+            },
+            "/api/login": {
+                "post": _op(
+                    "Log in (the session id is regenerated; an anonymous cart is merged)",
+                    {
+                        "200": _json(_ref("User"), "Logged in"),
+                        "401": _error("Wrong username or password"),
+                        "429": _error("Too many attempts; see Retry-After"),
+                    },
+                    body=_ref("Credentials"),
+                )
+            },
+            "/api/logout": {
+                "post": _op("Log out (the session is destroyed server-side)", {"204": no_content})
+            },
+            "/api/me": {
+                "get": _op(
+                    "Who is logged in",
+                    {"200": _json(_ref("User"), "The user"), "401": not_logged_in},
+                )
+            },
+            "/api/products": {
+                "get": _op(
+                    "The catalog with stock",
+                    {"200": _json({"type": "array", "items": _ref("Product")}, "Products")},
+                )
+            },
+            "/api/cart": {"get": _op("The cart", {"200": _json(_ref("Cart"), "The cart")})},
+            "/api/cart/items": {
+                "post": _op(
+                    "Add qty of a product to the cart",
+                    {
+                        "201": _json(_ref("LineChange"), "The line's new qty"),
+                        "404": _error("Unknown product"),
+                    },
+                    body=_object(["product_id", "qty"], product_id=STRING, qty=QTY),
+                    idempotent=True,
+                )
+            },
+            "/api/cart/items/{product_id}": {
+                "put": _op(
+                    "Set a line's qty (0 removes it)",
+                    {
+                        "200": _json(_ref("LineChange"), "The line's new qty"),
+                        "404": _error("Unknown product"),
+                    },
+                    body=_object(["qty"], qty={"type": "integer", "minimum": 0, "maximum": 99}),
+                    idempotent=True,
+                    params=[PRODUCT_ID],
+                ),
+                "delete": _op(
+                    "Remove a line",
+                    {"204": no_content, "404": _error("Unknown product")},
+                    idempotent=True,
+                    params=[PRODUCT_ID],
+                ),
+            },
+            "/api/checkout": {
+                "post": _op(
+                    "Place an order from the cart, all or nothing",
+                    {
+                        "201": _json(_ref("Order"), "The order"),
+                        "400": _error("Empty cart"),
+                        "401": not_logged_in,
+                        "409": _error("Not enough stock; `short` names the lines"),
+                    },
+                    idempotent=True,
+                )
+            },
+            "/api/orders": {
+                "get": _op(
+                    "The user's orders, newest first",
+                    {
+                        "200": _json({"type": "array", "items": _ref("Order")}, "Orders"),
+                        "401": not_logged_in,
+                    },
+                )
+            },
+            "/api/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}
+            },
+            "/healthz": {
+                "get": {"summary": "The process runs", "responses": {"200": {"description": "OK"}}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Redis answers",
+                    "responses": {"200": {"description": "Ready"}, **COMMON_ERRORS},
+                }
+            },
+        },
+        "components": {"schemas": SCHEMAS},
+    }

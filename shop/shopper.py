@@ -1,0 +1,133 @@
+"""The current shopper: who is asking (from the session), whose cart, logging in and out.
+
+Both the JSON API and the HTML pages go through these functions, so the rules
+(session regenerated at login, anonymous cart merged, logout destroying the
+session server-side, idempotency scoped per user or visitor) live once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import current_app, request, session
+
+from . import accounts, cart, idempotency, scripts, throttle
+from .accounts import User
+from .errors import ShopError
+
+USER_ID = "user_id"  # also sessionstore's per-user index key
+USERNAME = "username"
+VISITOR_ID = "visitor_id"  # an anonymous visitor's cart owner and idempotency scope
+
+
+@dataclass
+class ShopState:
+    """What the app keeps per process: the shop's Redis client and start-up flags."""
+
+    redis: redis.Redis
+    seeded: bool = False
+
+
+def state() -> ShopState:
+    return current_app.extensions["shop"]
+
+
+def store() -> redis.Redis:
+    """The shop's Redis client (decoded strings), shared by all threads of a worker."""
+    return state().redis
+
+
+def current_user() -> User | None:
+    """The logged-in user, from the session alone (no extra Redis call)."""
+    user_id = session.get(USER_ID)
+    if not user_id:
+        return None
+    return User(id=str(user_id), username=str(session.get(USERNAME, "")))
+
+
+def require_user() -> User:
+    """The logged-in user, or a 401."""
+    user = current_user()
+    if user is None:
+        raise ShopError(401, "not_logged_in", "Please log in first.")
+    return user
+
+
+def _visitor_id(create: bool) -> str | None:
+    visitor = session.get(VISITOR_ID)
+    if visitor is None and create:
+        visitor = secrets.token_urlsafe(16)
+        session[VISITOR_ID] = visitor
+    return visitor
+
+
+def cart_owner(create: bool = False) -> cart.Owner | None:
+    """Whose cart this request works on; an anonymous visitor gets an id when `create`."""
+    user = current_user()
+    if user is not None:
+        return cart.Owner.user(user.id)
+    visitor = _visitor_id(create)
+    return cart.Owner.visitor(visitor) if visitor else None
+
+
+def claim(key: str | None, request_parts: list[Any]) -> scripts.IdempotencyClaim | None:
+    """An idempotency claim for `key`, scoped to this user or (anonymous) visitor."""
+    if key is None:
+        return None
+    user = current_user()
+    scope = f"u:{user.id}" if user else f"a:{_visitor_id(create=True)}"
+    return idempotency.make_claim(
+        scope=scope,
+        key=key,
+        secret=current_app.secret_key or "",
+        request_parts=[request.method, request.path, *request_parts],
+    )
+
+
+def client_address() -> str:
+    """The client's address (X-Forwarded-For is believed only from trusted proxies)."""
+    return request.remote_addr or "unknown"
+
+
+def log_in(username: Any, password: Any) -> User:
+    """Check credentials under the login throttle, then start the user's session."""
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ShopError(400, "bad_request", "username and password must be strings.")
+    config = current_app.config
+    folded = accounts.fold(unicodedata.normalize("NFKC", username))[: 4 * accounts.USERNAME_MAX]
+    limits = throttle.Limits(
+        per_user=config["LOGIN_MAX_PER_USER"],
+        per_ip=config["LOGIN_MAX_PER_IP"],
+        window_seconds=config["LOGIN_WINDOW"],
+    )
+    client = store()
+    throttle.count_attempt(client, folded, client_address(), limits)
+    user = accounts.authenticate(
+        client, username, password, hash_method=config["PASSWORD_HASH_METHOD"]
+    )
+    throttle.clear_user(client, folded)
+    start_session(user)
+    return user
+
+
+def start_session(user: User) -> None:
+    """Make `user` the session's user: merge the anonymous cart, then a new session id.
+
+    The id is regenerated so that an id planted before login (session
+    fixation) is worthless afterwards.
+    """
+    visitor = session.pop(VISITOR_ID, None)
+    if visitor:
+        cart.merge(store(), cart.Owner.visitor(visitor), cart.Owner.user(user.id))
+    session.regenerate()
+    session[USER_ID] = user.id
+    session[USERNAME] = user.username
+
+
+def log_out() -> None:
+    """Delete the session from Redis now, so a replayed cookie is not logged in."""
+    session.destroy()

@@ -1,0 +1,241 @@
+"""The HTML shop: plain pages and forms that work with no JavaScript at all.
+
+Every POST form carries a CSRF token (Flask-WTF, bound to the session) and a
+fresh ``idempotency_key``, so a resubmitted form (back button, double click,
+nginx retrying on another replica) applies once. After a POST the browser is
+redirected (303) so a reload never resubmits. Domain errors become flash
+messages on the page the user came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from . import accounts, cart, catalog, idempotency, orders, shopper
+from .accounts import User
+from .errors import ShopError
+from .scripts import IdempotencyClaim
+
+bp = Blueprint("web", __name__)
+
+NOT_FINGERPRINTED = {"csrf_token", idempotency.FORM_FIELD}
+
+
+def money(cents: int) -> str:
+    """Integer cents as euros, e.g. 1250 -> '€12.50'."""
+    sign = "-" if cents < 0 else ""
+    cents = abs(int(cents))
+    return f"{sign}€{cents // 100:,}.{cents % 100:02d}"
+
+
+def describe_age(created_at: datetime | None, now: datetime | None = None) -> str:
+    """A session's age in words, for the footer ('new' before it is stored)."""
+    if created_at is None:
+        return "new"
+    seconds = max(0, int(((now or datetime.now(UTC)) - created_at).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def page_context() -> dict[str, Any]:
+    """What every page shows: replica, session age, who is logged in, cart size.
+
+    While Redis is down (the 503 page) nothing here touches the store.
+    """
+    context: dict[str, Any] = {
+        "replica": current_app.config["REPLICA_NAME"],
+        "store_down": bool(g.get("store_down")),
+        "session_age": "unknown",
+        "nav_user": None,
+        "cart_count": 0,
+    }
+    if context["store_down"]:
+        return context
+    context["nav_user"] = shopper.current_user()
+    context["session_age"] = describe_age(getattr(session, "created_at", None))
+    owner = shopper.cart_owner(create=False)
+    if owner is not None:
+        context["cart_count"] = sum(int(q) for q in shopper.store().hvals(owner.key))
+    return context
+
+
+def init_app(app: Flask) -> None:
+    """Template helpers: the money filter, page context and per-form idempotency keys."""
+    app.add_template_filter(money, "money")
+    app.add_template_global(idempotency.new_key, "new_idempotency_key")
+    app.context_processor(page_context)
+
+
+def form_claim() -> IdempotencyClaim | None:
+    """The claim for this form's hidden idempotency key (None if the form has none)."""
+    fields = {k: v for k, v in sorted(request.form.items()) if k not in NOT_FINGERPRINTED}
+    return shopper.claim(request.form.get(idempotency.FORM_FIELD) or None, [fields])
+
+
+def _see_other(endpoint: str, **values: Any) -> Response:
+    return redirect(url_for(endpoint, **values), code=303)
+
+
+def _attempt(action: Callable[[], str], back: str) -> Response:
+    """Run a form action; flash its message (or the domain error) and go back to `back`."""
+    try:
+        flash(action(), "success")
+    except ShopError as err:
+        flash(err.message, "error")
+    return _see_other(back)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only local paths are followed after login (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return url_for("web.catalog_page")
+
+
+@bp.get("/")
+def catalog_page():
+    return render_template("catalog.html", products=catalog.list_products(shopper.store()))
+
+
+@bp.post("/cart/add")
+def add_to_cart():
+    def action() -> str:
+        product_id = cart.parse_product_id(request.form.get("product_id", ""))
+        qty = cart.parse_form_qty(request.form.get("qty"))
+        claim = form_claim()
+        owner = shopper.cart_owner(create=True)
+        cart.add(shopper.store(), owner, product_id, qty, claim)
+        name = catalog.products_by_id(shopper.store(), [product_id])[product_id].name
+        return f"Added {qty} × {name} to your cart."
+
+    return _attempt(action, "web.catalog_page")
+
+
+@bp.get("/cart")
+def cart_page():
+    owner = shopper.cart_owner(create=False)
+    current = cart.get(shopper.store(), owner) if owner else cart.Cart([])
+    return render_template("cart.html", cart=current)
+
+
+def _change_line(qty_text: str | None) -> str:
+    product_id = cart.parse_product_id(request.form.get("product_id", ""))
+    qty = cart.parse_form_qty(qty_text, allow_zero=True)
+    claim = form_claim()
+    owner = shopper.cart_owner(create=True)
+    cart.set_qty(shopper.store(), owner, product_id, qty, claim)
+    return "Removed the item." if qty == 0 else f"Quantity set to {qty}."
+
+
+@bp.post("/cart/update")
+def update_cart():
+    return _attempt(lambda: _change_line(request.form.get("qty")), "web.cart_page")
+
+
+@bp.post("/cart/remove")
+def remove_from_cart():
+    return _attempt(lambda: _change_line("0"), "web.cart_page")
+
+
+@bp.post("/checkout")
+def checkout():
+    user = shopper.current_user()
+    if user is None:
+        flash("Please log in to check out; your cart is kept.", "error")
+        return _see_other("web.login", next=url_for("web.cart_page"))
+    try:
+        outcome = orders.checkout(shopper.store(), user.id, form_claim())
+    except ShopError as err:
+        flash(err.message, "error")
+        return _see_other("web.cart_page")
+    order = outcome.result
+    flash(
+        f"Thank you! Order #{order['order_id']} is placed: {money(order['total_cents'])}.",
+        "success",
+    )
+    return _see_other("web.orders_page")
+
+
+@bp.get("/orders")
+def orders_page():
+    user = shopper.current_user()
+    if user is None:
+        flash("Please log in to see your orders.", "error")
+        return _see_other("web.login", next=url_for("web.orders_page"))
+    return render_template("orders.html", orders=orders.history(shopper.store(), user.id))
+
+
+def _form_page(template: str, err: ShopError | None = None, **context: Any) -> Response:
+    """Render a login/register page, with `err` flashed and its status kept."""
+    status = 200
+    if err is not None:
+        flash(err.message, "error")
+        status = err.status
+    response = make_response(render_template(template, **context), status)
+    if err is not None and err.retry_after:
+        response.headers["Retry-After"] = str(err.retry_after)
+    return response
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    if request.method == "GET":
+        return _form_page("register.html", username="")
+    username = request.form.get("username", "")
+    try:
+        outcome = accounts.register(
+            shopper.store(),
+            username,
+            request.form.get("password", ""),
+            hash_method=current_app.config["PASSWORD_HASH_METHOD"],
+            claim=form_claim(),
+        )
+    except ShopError as err:
+        return _form_page("register.html", err, username=username)
+    user = User(id=outcome.result["user_id"], username=outcome.result["username"])
+    shopper.start_session(user)
+    flash(f"Welcome, {user.username}! Your account is ready.", "success")
+    return _see_other("web.catalog_page")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    next_path = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return _form_page("login.html", username="", next_path=next_path)
+    username = request.form.get("username", "")
+    try:
+        user = shopper.log_in(username, request.form.get("password", ""))
+    except ShopError as err:
+        return _form_page("login.html", err, username=username, next_path=next_path)
+    flash(f"Welcome back, {user.username}!", "success")
+    return redirect(next_path, code=303)
+
+
+@bp.post("/logout")
+def logout():
+    shopper.log_out()
+    flash("You are logged out.", "success")
+    return _see_other("web.catalog_page")
