@@ -230,8 +230,7 @@ class Cluster:
             "REDIS_URL": f"redis://{procs.LOOPBACK}:{state.redis.port}/0",
             "SECRET_KEY": self._secret_key(),
             "REPLICA_NAME": replica.name,
-            "BIND": bind,
-            "GUNICORN_BIND": bind,
+            "SHOP_BIND": bind,
             "PYTHONUNBUFFERED": "1",
         }
 

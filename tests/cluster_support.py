@@ -1,0 +1,96 @@
+"""Running the real `shop-cluster` launcher from tests, in a temp workdir.
+
+The launcher runs as a subprocess, exactly as a user runs it; `down` in a
+`finally` stops every process it started, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shop.cluster import procs
+
+SCRIPT = Path(sys.executable).parent / "shop-cluster"
+
+# Every simulated shopper logs in from 127.0.0.1: lift the per-address login
+# throttle for the test cluster (the per-user one stays).
+CLUSTER_ENV = {"SHOP_LOGIN_MAX_PER_IP": "10000"}
+
+
+@dataclass
+class Launcher:
+    """`shop-cluster ... --workdir WORKDIR`, run as a subprocess."""
+
+    workdir: Path
+    port: int = 0
+    env: dict[str, str] | None = None
+    up_output: str = ""
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        argv = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "shop.cluster.cli"]
+        result = subprocess.run(
+            [*argv, *args, "--workdir", str(self.workdir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **CLUSTER_ENV, "COLUMNS": "200", **(self.env or {})},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"shop-cluster {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    @property
+    def url(self) -> str:
+        return f"http://{procs.LOOPBACK}:{self.port}"
+
+    def up(self, replicas: int = 3) -> subprocess.CompletedProcess:
+        self.port = self.port or procs.free_port()
+        result = self.run("up", "--replicas", str(replicas), "--port", str(self.port))
+        self.up_output = result.stdout
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.run("status", "--json").stdout)
+
+    def recorded_pids(self) -> set[int]:
+        """Every pid the state file names (master processes and group leaders)."""
+        state = json.loads((self.workdir / "state.json").read_text())
+        procs_ = [state["redis"], state["nginx"], *state["replicas"]]
+        return {p["pid"] for p in procs_ if p["pid"]}
+
+
+def leftovers(pids: set[int]) -> set[int]:
+    """Processes still running among `pids` and in their process groups (gunicorn workers)."""
+    alive = {pid for pid in pids if procs.pid_alive(pid)}
+    for pid in pids:
+        alive |= procs.group_pids(pid)
+    return alive
+
+
+@contextmanager
+def running_cluster(workdir: Path, replicas: int = 3) -> Iterator[Launcher]:
+    """A cluster started by the launcher; always `down` afterwards, then by pid if need be."""
+    launcher = Launcher(workdir)
+    seen: set[int] = set()
+    try:
+        launcher.up(replicas)
+        yield launcher
+    finally:
+        if (workdir / "state.json").exists():
+            seen = launcher.recorded_pids()
+        launcher.run("down", check=False)
+        for pid in leftovers(seen):  # only if `down` failed: never leave processes behind
+            procs.stop_process(pid, timeout=5)

@@ -1,0 +1,188 @@
+"""End to end: the real launcher starts redis-server, gunicorn replicas of the
+real shop and nginx; replicas are killed, restarted and scaled under load.
+
+One cluster serves the whole module (tests run in file order and leave it as
+they found it, except scale, which comes late). Load comes from the same
+simulated shoppers the demo uses (shop.cluster.shoppers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from cluster_support import Launcher, leftovers, running_cluster
+
+from shop.cluster import procs
+from shop.cluster.shoppers import Load, LoadReport, Shopper
+
+pytestmark = pytest.mark.cluster
+
+LOAD_SHOPPERS = 8
+LOAD_SECONDS = 15.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    with running_cluster(tmp_path_factory.mktemp("cluster"), replicas=3) as launcher:
+        yield launcher
+
+
+def served_by(url: str, count: int) -> list[str]:
+    with requests.Session() as http:
+        return [
+            http.get(f"{url}/api/products", timeout=10).headers["X-Served-By"] for _ in range(count)
+        ]
+
+
+def wait_in_rotation(url: str, name: str, timeout: float = 20) -> None:
+    """Until nginx sends requests to `name` again (after its fail_timeout)."""
+    procs.wait_until(lambda: name in served_by(url, 4), timeout=timeout, what=f"{name} in rotation")
+
+
+def assert_clean(report: LoadReport, at_least: int) -> None:
+    print(  # shown with -s: the numbers behind "zero failures"
+        f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s, "
+        f"{len(report.failures)} failed, carts match: {report.carts_match}, "
+        f"served by: {dict(sorted(report.served_by.items()))}"
+    )
+    assert report.failures == [], f"{len(report.failures)} failed: {report.failures[:5]}"
+    assert report.carts_match, report.mismatches[:3]
+    assert report.requests >= at_least, report
+
+
+# ---------------------------------------------------------------------------
+def test_status_names_every_process(cluster: Launcher) -> None:
+    status = cluster.status()
+    assert status["url"] == f"{cluster.url}/"
+    assert [r["name"] for r in status["replicas"]] == ["shop-1", "shop-2", "shop-3"]
+    for proc in [status["redis"], status["nginx"], *status["replicas"]]:
+        assert proc["alive"] and proc["ready"], proc
+        assert set(proc) == {"name", "pid", "port", "alive", "ready"}
+
+
+def test_consecutive_requests_are_served_by_every_replica(cluster: Launcher) -> None:
+    assert set(served_by(cluster.url, 6)) == {"shop-1", "shop-2", "shop-3"}
+
+
+def test_up_twice_is_refused_clearly(cluster: Launcher) -> None:
+    result = cluster.run("up", "--port", str(procs.free_port()), check=False)
+    assert result.returncode == 1
+    assert "already running" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_killed_replica_loses_no_session_and_no_cart(cluster: Launcher) -> None:
+    shopper = Shopper(cluster.url)
+    shopper.sign_up()
+    for product in shopper.products()[:3]:
+        assert shopper.add(product["id"], 2)
+    victim = shopper.last_served_by
+    before = {r["name"]: r["pid"] for r in cluster.status()["replicas"]}
+    served_by_victim = shopper.served_by[victim]
+
+    cluster.run("kill", victim)
+
+    assert not procs.pid_alive(before[victim])
+    assert procs.group_pids(before[victim]) == set()  # its workers died with it
+    for _ in range(6):  # every replica's turn comes, the dead one's too
+        assert shopper.must("GET", "/api/me").json()["username"] == shopper.name
+        assert shopper.cart() == dict(shopper.acknowledged)
+    assert shopper.served_by[victim] == served_by_victim  # nginx went around it
+    order = shopper.must("POST", "/api/checkout", expect=(201,)).json()
+    assert order["order_id"]
+    assert shopper.failures == []
+
+    cluster.run("start", victim)
+    wait_in_rotation(cluster.url, victim)
+
+
+def test_no_request_fails_while_a_replica_is_killed_and_restarted_under_load(
+    cluster: Launcher,
+) -> None:
+    with Load(cluster.url, LOAD_SHOPPERS, duration=LOAD_SECONDS) as load:
+        time.sleep(3)
+        cluster.run("kill", "shop-2")
+        killed_at = load.requests_so_far()
+        time.sleep(5)
+        cluster.run("start", "shop-2")
+        time.sleep(LOAD_SECONDS - 8)
+    report = load.report()
+    assert_clean(report, at_least=LOAD_SHOPPERS * 20)
+    assert load.requests_so_far() > killed_at  # the load went on past the kill
+    assert report.served_by["shop-2"] > 0
+
+
+def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> None:
+    with Load(cluster.url, LOAD_SHOPPERS, duration=LOAD_SECONDS + 10) as load:
+        time.sleep(2)
+        cluster.run("scale", "5")
+        names = [r["name"] for r in cluster.status()["replicas"]]
+        assert names == [f"shop-{i}" for i in range(1, 6)]
+        time.sleep(3)
+        assert {"shop-4", "shop-5"} <= set(served_by(cluster.url, 10))
+        removed = [r["pid"] for r in cluster.status()["replicas"][2:]]
+        cluster.run("scale", "2")
+        time.sleep(3)
+    report = load.report()
+    assert_clean(report, at_least=LOAD_SHOPPERS * 20)
+    assert [r["name"] for r in cluster.status()["replicas"]] == ["shop-1", "shop-2"]
+    assert leftovers(set(removed)) == set()
+    assert set(served_by(cluster.url, 6)) == {"shop-1", "shop-2"}
+
+
+def test_redis_restart_keeps_sessions_and_carts_and_the_outage_is_a_quick_503(
+    cluster: Launcher,
+) -> None:
+    shopper = Shopper(cluster.url)
+    shopper.sign_up()
+    product = shopper.products()[0]["id"]
+    assert shopper.add(product, 3)
+    redis_pid = cluster.status()["redis"]["pid"]
+
+    os.kill(redis_pid, signal.SIGTERM)  # a clean stop: Redis flushes its AOF
+    procs.wait_until(lambda: not procs.pid_alive(redis_pid), timeout=15, what="redis to stop")
+
+    for method, path in [("GET", "/api/me"), ("GET", "/api/cart"), ("POST", "/api/cart/items")]:
+        started = time.monotonic()
+        body = {"product_id": product, "qty": 1} if method == "POST" else None
+        response = shopper.request(method, path, json=body, expect=(503,))
+        assert response is not None, shopper.failures[-1]
+        assert time.monotonic() - started < 3, "an outage must fail fast, not hang"
+        assert response.json()["error"]
+    assert not any(r["ready"] for r in cluster.status()["replicas"])
+
+    cluster.run("start", "redis")
+    procs.wait_until(
+        lambda: requests.get(f"{cluster.url}/api/products", timeout=5).status_code == 200,
+        timeout=20,
+        what="the shop to serve again",
+    )
+    assert shopper.must("GET", "/api/me").json()["username"] == shopper.name
+    assert shopper.cart() == {product: 3}
+
+
+# ---------------------------------------------------------------------------
+def test_down_stops_every_process_it_started(tmp_path: Path) -> None:
+    """On its own cluster, started over a stale state file, with a killed replica."""
+    workdir = tmp_path / "c"
+    workdir.mkdir()
+    (workdir / "state.json").write_text(
+        '{"version": 1, "port": 1, "boot_id": "another-boot", "replicas": [],'
+        ' "redis": {"name": "redis", "port": 1, "pid": 1, "start_time": 1},'
+        ' "nginx": {"name": "nginx", "port": 1, "pid": 1, "start_time": 1}}'
+    )
+    with running_cluster(workdir, replicas=2) as launcher:
+        assert "stale state file" in launcher.up_output
+        pids = launcher.recorded_pids()
+        workers = set().union(*(procs.group_pids(pid) for pid in pids))
+        assert len(workers) > len(pids)  # gunicorn workers, nginx workers
+        launcher.run("kill", "shop-1")
+        result = launcher.run("down")
+        assert "Stopped" in result.stdout
+    assert leftovers(pids | workers) == set()
+    assert not (workdir / "state.json").exists()
