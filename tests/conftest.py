@@ -73,3 +73,28 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+# -- the shop app (tests/test_shop_*.py) --------------------------------------
+
+
+@pytest.fixture
+def shop_app(redis_server: RedisServer, redis_client: redis.Redis):
+    """A shop app (replica-a) on the emptied shared test redis-server, CSRF on."""
+    from shop_support import make_app
+
+    return make_app(redis_server.url)
+
+
+@pytest.fixture
+def shop_replicas(redis_server: RedisServer, redis_client: redis.Redis):
+    """Two shop apps (replica-a, replica-b) sharing one Redis, as behind nginx."""
+    from shop_support import make_app
+
+    return make_app(redis_server.url, "replica-a"), make_app(redis_server.url, "replica-b")
+
+
+@pytest.fixture
+def api(shop_app):
+    """A test client of `shop_app` (JSON calls need no CSRF token)."""
+    return shop_app.test_client()
