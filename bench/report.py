@@ -1,0 +1,348 @@
+"""RESULTS.md and the throughput chart, generated from the JSON each run saves.
+
+Numbers are never typed by hand: every subcommand saves its raw runs under
+bench/results/, and this module renders whatever is there, so a partial
+re-run (say, only `scale`) keeps the other sections as they were measured.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+CHART = BENCH_DIR.parent / "docs" / "bench-throughput.png"
+
+
+def save(name: str, data: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
+    """Save one section's results with when, where and with what they were measured."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    path.write_text(json.dumps({"meta": environment(), **data}, indent=1) + "\n")
+    return path
+
+
+def load(name: str, results_dir: Path = RESULTS_DIR) -> dict[str, Any] | None:
+    path = results_dir / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def environment() -> dict[str, Any]:
+    """Date, versions and machine: what a reader needs to weigh the numbers."""
+    import subprocess
+
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        return (
+            (out.stdout or out.stderr).strip().splitlines()[0]
+            if (out.stdout or out.stderr)
+            else "?"
+        )
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    from shop.cluster.procs import find_binary
+
+    packages = ["flask", "redis", "hiredis", "gunicorn", "Flask-Session", "werkzeug"]
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "packages": {name: _pkg_version(name) for name in packages},
+        "redis_server": version([find_binary("redis-server"), "--version"]),
+        "nginx": version([find_binary("nginx"), "-v"]),
+        "wrk": version(["wrk", "-v"]),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg()[0],
+    }
+
+
+def _pkg_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def sessions_section(data: dict[str, Any]) -> str:
+    from .sessions import targets
+
+    s, cfg = data["summary"], data["config"]
+    out = [
+        "## Session variants, side by side",
+        "",
+        f"Measured {data['meta']['date']}. Each variant: its own gunicorn "
+        f"(`{data['gunicorn']}`), all behind one nginx, one redis-server (AOF everysec). "
+        f"wrk: {cfg['connections']} connections, 2 threads, {cfg['duration']:g} s per run, "
+        f"{cfg['reps']} repetitions, variants interleaved (order rotated per repetition). "
+        "Figures are medians over repetitions; ratios are taken within a repetition "
+        "(side by side) and then the median.",
+        "",
+    ]
+    for endpoint, rows in s["endpoints"].items():
+        out += [f"### `{'GET /read' if endpoint == 'read' else 'POST /write'}`", ""]
+        table_rows = []
+        for variant, r in rows.items():
+            trips = data["round_trips"].get(variant, {}).get(endpoint, {})
+            cpu = r["cpu"]
+            table_rows.append(
+                [
+                    f"`{variant}`",
+                    f"{r['rps']:,.0f}",
+                    _x(r["vs_bare"]),
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{trips.get('trips', 0):g}",
+                    f"{trips.get('commands', 0):g}",
+                    f"{r['commands_per_request']:g}",
+                    f"{cpu.get('app', 0):.2f} / {cpu.get('nginx', 0):.2f} / "
+                    f"{cpu.get('redis', 0):.2f} / {r['wrk_cpu']:.2f}",
+                    r["errors"],
+                    " ".join(f"{v:,.0f}" for v in r["runs"]),
+                ]
+            )
+        out += [
+            _table(
+                [
+                    "variant",
+                    "req/s",
+                    "vs bare",
+                    "p50 ms",
+                    "p99 ms",
+                    "Redis trips/req",
+                    "Redis cmds/req",
+                    "cmds/req under load",
+                    "CPU app/nginx/redis/wrk (cores)",
+                    "errors",
+                    "each run (req/s)",
+                ],
+                table_rows,
+            ),  # fmt: skip
+            "",
+        ]
+    vs = s["ours_vs_flask_session"]
+    out += [
+        "### sessionstore against Flask-Session (req/s ratio, side by side)",
+        "",
+        _table(
+            ["endpoint", "vs `flask_session` (defaults)", "vs `flask_session_norefresh`"],
+            [
+                [e, _x(v.get("flask_session")), _x(v.get("flask_session_norefresh"))]
+                for e, v in vs.items()
+            ],
+        ),
+        "",
+        "### What each request sends to Redis (MONITOR pass, per request)",
+        "",
+        _table(
+            ["variant", "endpoint", "sent by the client", "run inside a script"],
+            [
+                [
+                    f"`{variant}`",
+                    endpoint,
+                    ", ".join(f"{k} x{v:g}" for k, v in t["sent"].items()) or "-",
+                    ", ".join(f"{k} x{v:g}" for k, v in t["in_scripts"].items()) or "-",
+                ]
+                for variant, per in data["round_trips"].items()
+                for endpoint, t in per.items()
+            ],
+        ),
+        "",
+        "### Bytes per logged-in session (5-line cart, same content everywhere)",
+        "",
+        _table(
+            ["variant", "Redis bytes/session (MEMORY USAGE)", "Redis keys/session", "cookie bytes"],
+            [
+                [f"`{v}`", z["redis_bytes"], z["keys_per_session"], f"{z['cookie_bytes']:g}"]
+                for v, z in data["sizes"].items()
+            ],
+        ),
+        "",
+        "### Load generator headroom",
+        "",
+        f"wrk with the same script and connections against an nginx `return 200`: "
+        f"**{s['static']['rps']:,.0f} req/s** using {s['static']['wrk_cpu']:.2f} cores, "
+        "many times what any variant reaches, while during the variant runs wrk used "
+        "the CPU shown in the last CPU column. The generator is not the bottleneck.",
+        "",
+        "### Targets (printed, not asserted)",
+        "",
+        _table(
+            ["target", "measured", "met"],
+            [[t, m, {True: "yes", False: "**no**", None: "-"}[ok]] for t, m, ok in targets(data)],
+        ),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def scale_section(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{c['sessions']:,}",
+            c["dbsize"],
+            c["used_memory_mb"],
+            c["bytes_per_session"],
+            c["p50_us"],
+            c["p99_us"],
+            c["server_us_per_call"],
+        ]
+        for c in data["checkpoints"]
+    ]
+    anatomy = data.get("anatomy", {})
+    return "\n".join(
+        [
+            "## Redis at scale",
+            "",
+            f"Measured {data['meta']['date']} on redis-server {data['redis_version']} (no AOF). "
+            "Synthetic logged-in sessions written with sessionstore's own key builder and "
+            "serializer (hash + per-user index, TTLs), pipelined; read back through "
+            "`SessionStore.load` at random.",
+            "",
+            _table(
+                [
+                    "sessions",
+                    "keys",
+                    "used_memory MB",
+                    "bytes/session",
+                    "load p50 us",
+                    "load p99 us",
+                    "load script inside Redis us",
+                ],
+                rows,
+            ),  # fmt: skip
+            "",
+            "Where one session's bytes go (MEMORY USAGE):",
+            "",
+            _table(
+                ["key", "key length", "bytes", "encoding"],
+                [[role, a["key_length"], a["bytes"], a["encoding"]] for role, a in anatomy.items()],
+            ),
+            "",
+        ]
+    )
+
+
+def shop_section(data: dict[str, Any]) -> str:
+    from .shop import SHOP_HEADER, shop_rows
+
+    return "\n".join(
+        [
+            "## The shop: mixed workload through 1, 2 and 3 replicas",
+            "",
+            f"Measured {data['meta']['date']} with the real launcher (`shop-cluster up "
+            "--replicas N`). " + data["workload"],
+            "",
+            _table(SHOP_HEADER, shop_rows(data)),
+            "",
+            data.get("analysis", ""),
+            "",
+        ]
+    )
+
+
+def render(results_dir: Path = RESULTS_DIR) -> str:
+    """RESULTS.md from whatever sections have results."""
+    meta = None
+    parts = []
+    for name, section in (
+        ("sessions", sessions_section),
+        ("shop", shop_section),
+        ("scale", scale_section),
+    ):
+        data = load(name, results_dir)
+        if data is None:
+            parts.append(f"## {name}\n\nNot measured yet: run `python -m bench {name}`.\n")
+            continue
+        meta = meta or {**data["meta"], "command": data.get("command")}
+        parts.append(section(data))
+    head = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m bench` from bench/results/*.json; do not edit by hand.",
+        "",
+    ]
+    if meta:
+        pk = ", ".join(f"{k} {v}" for k, v in meta["packages"].items())
+        head += [
+            f"- command: `{meta.get('command', '.venv/bin/python -m bench run')}`",
+            f"- machine: {meta['cpu']}, {meta['cores']} cores, Linux {meta['kernel']}, "
+            f"load average {meta['loadavg_at_start']:.2f} at start (shared with other jobs)",
+            f"- Python {meta['python']}; {pk}",
+            f"- {meta['redis_server']}; {meta['nginx']}; {meta['wrk']}",
+            "- chart: [docs/bench-throughput.png](../docs/bench-throughput.png)",
+            "",
+        ]
+    return "\n".join(head + parts)
+
+
+def chart(data: dict[str, Any], path: Path = CHART) -> Path:
+    """Grouped bars: median req/s per variant for read and write, with each run as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    endpoints = data["summary"]["endpoints"]
+    variants = list(endpoints["read"])
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    width = 0.38
+    for i, endpoint in enumerate(endpoints):
+        xs = [v + (i - 0.5) * width for v in range(len(variants))]
+        medians = [endpoints[endpoint][v]["rps"] for v in variants]
+        bars = ax.bar(xs, medians, width, label=f"{endpoint} (median)")
+        for x, v in zip(xs, variants, strict=True):
+            runs = endpoints[endpoint][v]["runs"]
+            ax.scatter([x] * len(runs), runs, s=8, color="black", zorder=3)
+        for bar, v in zip(bars, variants, strict=True):
+            ratio = endpoints[endpoint][v]["vs_bare"]
+            ax.annotate(
+                f"{ratio:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(range(len(variants)), variants, rotation=12, fontsize=8)
+    ax.set_ylabel("requests/s (higher is better)")
+    ax.set_title(
+        f"Session variants behind nginx + gunicorn, {data['meta']['date']}\n"
+        "bars: median of interleaved runs; dots: each run; labels: ratio vs bare",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,295 @@
+"""The session variants, side by side: throughput, latency, Redis cost, bytes.
+
+Method (why each step is there):
+
+1. All variants run at once behind one nginx and share one redis-server, so a
+   repetition visits every variant within a few seconds of the others.
+2. Each variant gets a pool of pre-created logged-in sessions (one per wrk
+   connection); wrk carries their cookies, so every request finds a session.
+3. Round trips are counted once per variant and endpoint in a short,
+   sequential pass under MONITOR (see `measure.RoundTripCounter`); under load,
+   INFO commandstats gives commands per request as a cross-check.
+4. Throughput: `reps` repetitions; in each, every (endpoint, variant) pair is
+   run once, in an order rotated from one repetition to the next, and wrk
+   against a static nginx answer runs too (the generator's own ceiling).
+   Ratios are taken within a repetition (side by side), then the median.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from . import measure
+from .apps import REDIS_VARIANTS, VARIANTS
+from .stack import GUNICORN_SETTINGS, Stack, running_stack
+
+ENDPOINTS = {"read": ("GET", "/read"), "write": ("POST", "/write")}
+CALIBRATION_REQUESTS = 50
+
+# Targets from issue 6: printed against the figures, never asserted.
+TARGET_READ_VS_BARE = 0.85
+TARGET_READ_VS_FLASK_SESSION = 1.2
+TARGET_READ_TRIPS = 1
+
+
+@dataclass(frozen=True)
+class SessionBenchConfig:
+    """How long and how hard; `quick()` is for development and the smoke test."""
+
+    duration: float = 6.0
+    reps: int = 3
+    connections: int = 32
+    variants: tuple[str, ...] = VARIANTS
+
+    @classmethod
+    def quick(cls) -> SessionBenchConfig:
+        return cls(duration=2.0, reps=3)
+
+
+Progress = Callable[[str], None]
+
+
+def create_sessions(stack: Stack, variant: str, count: int) -> list[str]:
+    """Log `count` shoppers in; return their Cookie header values."""
+    if variant == "bare":
+        # No session to create; send a cookie of the usual size all the same.
+        return [f"session={'x' * 43}"] * count
+    cookies = []
+    for n in range(count):
+        resp = requests.post(stack.url(variant, f"/login?n={n}"), timeout=5)
+        resp.raise_for_status()
+        if not resp.cookies:
+            raise RuntimeError(f"{variant}: /login set no cookie")
+        cookies.append("; ".join(f"{k}={v}" for k, v in resp.cookies.items()))
+    return cookies
+
+
+def bytes_per_session(stack: Stack, variant: str, cookies: list[str]) -> dict[str, Any]:
+    """Redis bytes per logged-in session (MEMORY USAGE summed over the variant's
+    database, so indexes count too) and the cookie's size."""
+    cookie_bytes = statistics.median(len(c) for c in cookies)
+    client = stack.variant_redis(variant)
+    if client is None:
+        return {"redis_bytes": 0, "keys_per_session": 0, "cookie_bytes": cookie_bytes}
+    keys = list(client.scan_iter(count=1000))
+    total = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
+    return {
+        "redis_bytes": round(total / len(cookies)),
+        "keys_per_session": round(len(keys) / len(cookies), 2),
+        "cookie_bytes": cookie_bytes,
+    }
+
+
+def count_round_trips(stack: Stack, variant: str, cookie: str) -> dict[str, dict[str, Any]]:
+    """Per endpoint: round trips, commands sent, commands run inside scripts, per request."""
+    result: dict[str, dict[str, Any]] = {}
+    with requests.Session() as http:
+        for endpoint, (method, path) in ENDPOINTS.items():
+            url, headers = stack.url(variant, path), {"Cookie": cookie}
+            for _ in range(30):  # warm: connections open, scripts loaded
+                http.request(method, url, headers=headers, timeout=5).raise_for_status()
+            counter = measure.RoundTripCounter(stack.redis_port)
+            with counter.watching():
+                for _ in range(CALIBRATION_REQUESTS):
+                    http.request(method, url, headers=headers, timeout=5).raise_for_status()
+            s = counter.summary()
+            n = CALIBRATION_REQUESTS
+            result[endpoint] = {
+                "trips": s["trips"] / n,
+                "commands": (sum(s["sent"].values()) + sum(s["in_scripts"].values())) / n,
+                "sent": {k: v / n for k, v in sorted(s["sent"].items())},
+                "in_scripts": {k: v / n for k, v in sorted(s["in_scripts"].items())},
+                "connection_setup": dict(s["setup"]),
+            }
+    return result
+
+
+def _watch(stack: Stack, variant: str | None) -> measure.CpuWatch:
+    groups: dict[str, Callable[[], set[int]]] = {
+        "nginx": lambda: measure.tree_pids(stack.nginx_pid),
+        "redis": lambda: {stack.redis_pid},
+    }
+    if variant is not None:
+        pid = stack.gunicorn_pids[variant]
+        groups = {"app": lambda: measure.group_of(pid), **groups}
+    return measure.CpuWatch(groups)
+
+
+def run_sessions(
+    workdir: Path, config: SessionBenchConfig, progress: Progress = print
+) -> dict[str, Any]:
+    """Run the whole session benchmark; returns the raw runs and their summary."""
+    variants = config.variants
+    with running_stack(workdir, variants) as stack:
+        cookie_files: dict[str, Path] = {}
+        sizes: dict[str, Any] = {}
+        trips: dict[str, Any] = {}
+        for variant in variants:
+            progress(f"creating {config.connections} sessions for {variant}")
+            cookies = create_sessions(stack, variant, config.connections)
+            cookie_files[variant] = workdir / f"cookies-{variant}.txt"
+            cookie_files[variant].write_text("\n".join(cookies) + "\n")
+            sizes[variant] = bytes_per_session(stack, variant, cookies)
+            if variant in REDIS_VARIANTS:
+                progress(f"counting Redis round trips for {variant} (MONITOR pass)")
+                trips[variant] = count_round_trips(stack, variant, cookies[0])
+
+        runs: list[dict[str, Any]] = []
+        admin = stack.redis()
+        total = config.reps * (len(ENDPOINTS) * len(variants) + 1)
+        done = 0
+        for rep in range(config.reps):
+            order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
+            static = measure.run_wrk(
+                stack.static_url,
+                "session.lua",
+                [str(cookie_files[variants[0]]), "GET", "/"],
+                duration=config.duration,
+                connections=config.connections,
+                watch=_watch(stack, None),
+            )
+            runs.append({"rep": rep, "variant": "static", "endpoint": "read", **static.as_dict()})
+            done += 1
+            progress(f"[{done}/{total}] rep {rep + 1} static nginx: {static.rps:,.0f} req/s")
+            for endpoint, (method, path) in ENDPOINTS.items():
+                for variant in order:
+                    admin.config_resetstat()
+                    result = measure.run_wrk(
+                        stack.url(variant),
+                        "session.lua",
+                        [str(cookie_files[variant]), method, path],
+                        duration=config.duration,
+                        connections=config.connections,
+                        watch=_watch(stack, variant),
+                    )
+                    calls = measure.command_calls(admin)
+                    calls.pop("config|resetstat", None)
+                    calls.pop("config", None)
+                    calls.pop("info", None)
+                    runs.append(
+                        {
+                            "rep": rep,
+                            "variant": variant,
+                            "endpoint": endpoint,
+                            **result.as_dict(),
+                            "redis_commands_per_request": round(
+                                sum(calls.values()) / max(result.requests, 1), 3
+                            ),
+                        }
+                    )
+                    done += 1
+                    progress(
+                        f"[{done}/{total}] rep {rep + 1} {endpoint:5} {variant:24} "
+                        f"{result.rps:8,.0f} req/s  p99 {result.p99_ms:6.1f} ms  "
+                        f"errors {result.errors}"
+                    )
+    return {
+        "config": config.__dict__ | {"variants": list(variants)},
+        "gunicorn": " ".join(GUNICORN_SETTINGS),
+        "sizes": sizes,
+        "round_trips": trips,
+        "runs": runs,
+        "summary": summarize(runs, variants),
+    }
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3) if values else float("nan")
+
+
+def summarize(runs: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[str, Any]:
+    """Medians per (endpoint, variant), and ratios taken within each repetition."""
+
+    def pick(variant: str, endpoint: str) -> list[dict[str, Any]]:
+        return [r for r in runs if r["variant"] == variant and r["endpoint"] == endpoint]
+
+    def paired_ratio(endpoint: str, a: str, b: str) -> float:
+        by_rep_b = {r["rep"]: r["rps"] for r in pick(b, endpoint)}
+        ratios = [
+            r["rps"] / by_rep_b[r["rep"]] for r in pick(a, endpoint) if by_rep_b.get(r["rep"])
+        ]
+        return _median(ratios)
+
+    table: dict[str, dict[str, Any]] = {}
+    for endpoint in ENDPOINTS:
+        rows = {}
+        for variant in variants:
+            chosen = pick(variant, endpoint)
+            if not chosen:
+                continue
+            rows[variant] = {
+                "rps": _median([r["rps"] for r in chosen]),
+                "p50_ms": _median([r["p50_ms"] for r in chosen]),
+                "p99_ms": _median([r["p99_ms"] for r in chosen]),
+                "errors": sum(r["errors"] for r in chosen),
+                "commands_per_request": _median(
+                    [r.get("redis_commands_per_request", 0) for r in chosen]
+                ),
+                "cpu": {
+                    name: _median([r["cpu"].get(name, 0) for r in chosen])
+                    for name in chosen[0]["cpu"]
+                },
+                "wrk_cpu": _median([r["wrk_cpu"] for r in chosen]),
+                "vs_bare": paired_ratio(endpoint, variant, "bare") if "bare" in variants else None,
+                "runs": [r["rps"] for r in chosen],
+            }
+        table[endpoint] = rows
+    static = [r for r in runs if r["variant"] == "static"]
+    ours_vs_fs = {
+        endpoint: {
+            other: paired_ratio(endpoint, "sessionstore", other)
+            for other in ("flask_session", "flask_session_norefresh")
+            if other in variants and "sessionstore" in variants
+        }
+        for endpoint in ENDPOINTS
+    }
+    return {
+        "endpoints": table,
+        "static": {
+            "rps": _median([r["rps"] for r in static]),
+            "wrk_cpu": _median([r["wrk_cpu"] for r in static]),
+        },
+        "ours_vs_flask_session": ours_vs_fs,
+    }
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for each target of issue 6."""
+    s = result["summary"]
+    read = s["endpoints"].get("read", {})
+    ours = read.get("sessionstore")
+    out: list[tuple[str, str, bool | None]] = []
+    if ours is None:
+        return out
+    vs_bare = ours.get("vs_bare")
+    out.append(
+        (f"read >= {TARGET_READ_VS_BARE}x bare", f"{vs_bare:.2f}x", vs_bare >= TARGET_READ_VS_BARE)
+    )
+    vs_fs = s["ours_vs_flask_session"]["read"].get("flask_session")
+    if vs_fs is not None:
+        out.append(
+            (
+                f"read >= {TARGET_READ_VS_FLASK_SESSION}x flask_session",
+                f"{vs_fs:.2f}x",
+                vs_fs >= TARGET_READ_VS_FLASK_SESSION,
+            )
+        )
+    trips = result["round_trips"].get("sessionstore", {}).get("read", {}).get("trips")
+    if trips is not None:
+        out.append((f"{TARGET_READ_TRIPS} Redis round trip per read", f"{trips:g}", trips <= 1))
+    sizes = result["sizes"]
+    if "flask_session" in sizes:
+        ours_b, theirs_b = (
+            sizes["sessionstore"]["redis_bytes"],
+            sizes["flask_session"]["redis_bytes"],
+        )
+        out.append(
+            ("bytes per session < flask_session's", f"{ours_b} vs {theirs_b}", ours_b < theirs_b)
+        )
+    return out

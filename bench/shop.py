@@ -1,0 +1,197 @@
+"""The shop itself: a mixed shopping workload through 1, 2 and 3 replicas.
+
+The cluster is the real one, started and stopped by the launcher
+(`shop-cluster up --replicas N --workdir ... --port ...` / `down`). Shoppers
+register and log in through the JSON API; wrk then runs bench/lua/shop.lua
+with their cookies. Stock is topped up before each run so checkouts keep
+succeeding (a sold-out shop would measure cheap 409s). Replica counts are
+interleaved over the repetitions like the session variants, and one run per
+replica count is sampled by py-spy to show where the CPU goes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from shop.cluster import procs
+
+from . import measure, profile
+
+SHOPPERS = 8
+PASSWORD = "bench-shopper-password"
+
+
+@dataclass(frozen=True)
+class ShopBenchConfig:
+    replicas: tuple[int, ...] = (1, 2, 3)
+    duration: float = 6.0
+    reps: int = 3
+    connections: int = 32
+
+
+def _cli(*args: str, timeout: float = 120) -> str:
+    argv = [sys.executable, "-m", "shop.cluster.cli", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"shop-cluster {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+@contextmanager
+def cluster(workdir: Path, replicas: int):
+    """`shop-cluster up` in its own workdir and port; `down` whatever happens."""
+    port = procs.free_port()
+    try:
+        _cli("up", "--replicas", str(replicas), "--workdir", str(workdir), "--port", str(port))
+        yield json.loads(_cli("status", "--json", "--workdir", str(workdir)))
+    finally:
+        _cli("down", "--workdir", str(workdir))
+
+
+def prepare(status: dict[str, Any], workdir: Path) -> tuple[Path, Path]:
+    """Log shoppers in and list the products; write wrk's cookie and product files."""
+    url = status["url"].rstrip("/")
+    cookies = []
+    for n in range(SHOPPERS):
+        with requests.Session() as http:
+            name = f"bench{n}-{uuid.uuid4().hex[:8]}"
+            creds = {"username": name, "password": PASSWORD}
+            http.post(f"{url}/api/register", json=creds, timeout=30).raise_for_status()
+            http.post(f"{url}/api/login", json=creds, timeout=30).raise_for_status()
+            cookies.append("; ".join(f"{k}={v}" for k, v in http.cookies.items()))
+    products = [p["id"] for p in requests.get(f"{url}/api/products", timeout=10).json()]
+    (workdir / "cookies.txt").write_text("\n".join(cookies) + "\n")
+    (workdir / "products.txt").write_text("\n".join(products) + "\n")
+    return workdir / "cookies.txt", workdir / "products.txt"
+
+
+def top_up_stock(status: dict[str, Any], products: Path) -> None:
+    """Plenty of stock for every product (the shop's own key for it), so checkouts succeed."""
+    from shop import keys
+
+    client = redis.Redis(host=procs.LOOPBACK, port=int(status["redis"]["port"]), socket_timeout=5)
+    with client:
+        ids = products.read_text().split()
+        client.hset(keys.stock(), mapping=dict.fromkeys(ids, 10**9))
+
+
+def _watch(status: dict[str, Any]) -> measure.CpuWatch:
+    replica_pids = [r["pid"] for r in status["replicas"]]
+    return measure.CpuWatch(
+        {
+            "replicas": lambda: set().union(*(measure.group_of(p) for p in replica_pids)),
+            "nginx": lambda: measure.tree_pids(int(status["nginx"]["pid"])),
+            "redis": lambda: {int(status["redis"]["pid"])},
+        }
+    )
+
+
+def run_shop(
+    workdir: Path, config: ShopBenchConfig, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Measure every replica count `reps` times (interleaved); profile one run of each."""
+    runs: list[dict[str, Any]] = []
+    profiles: dict[str, Any] = {}
+    counts = config.replicas
+    for rep in range(config.reps):
+        order = counts[rep % len(counts) :] + counts[: rep % len(counts)]
+        for replicas in order:
+            where = workdir / f"shop-r{replicas}-rep{rep}"
+            with cluster(where, replicas) as status:
+                cookie_file, product_file = prepare(status, where)
+                top_up_stock(status, product_file)
+                url = status["url"].rstrip("/")
+                args = [str(cookie_file), str(product_file), uuid.uuid4().hex[:8]]
+                # Warm-up: first requests load scripts and open pools.
+                measure.run_wrk(url, "shop.lua", args, duration=1, connections=config.connections)
+                sampler = None
+                if rep == 0:
+                    sampler = profile.start(
+                        status["replicas"][0]["pid"], config.duration, where / "py-spy.txt"
+                    )
+                result = measure.run_wrk(
+                    url, "shop.lua", args, duration=config.duration,
+                    connections=config.connections, watch=_watch(status),
+                )  # fmt: skip
+                if sampler is not None:
+                    profiles[str(replicas)] = profile.finish(sampler, where / "py-spy.txt")
+                runs.append(
+                    {
+                        "rep": rep,
+                        "replicas": replicas,
+                        **result.as_dict(),
+                        "profiled": sampler is not None,
+                    }
+                )
+                progress(
+                    f"shop: rep {rep + 1} {replicas} replica(s): {result.rps:,.0f} req/s "
+                    f"p99 {result.p99_ms:.1f} ms, non-2xx/errors {result.errors}"
+                )
+            time.sleep(0.5)
+    return {
+        "config": config.__dict__,
+        "workload": (
+            f"wrk, {config.connections} connections, {config.duration:g} s per run, "
+            f"{config.reps} repetitions (replica counts interleaved); {SHOPPERS} logged-in "
+            "shoppers; out of 20 requests: 10 `GET /api/products`, 5 `POST /api/cart/items` "
+            "and 4 `GET /api/cart`, 1 `POST /api/checkout`, mutations with a unique "
+            "Idempotency-Key. Runs sampled by py-spy (rep 1) are slower and marked *."
+        ),
+        "runs": runs,
+        "profiles": profiles,
+        "summary": summarize(runs, counts),
+    }
+
+
+def summarize(runs: list[dict[str, Any]], counts: tuple[int, ...]) -> dict[str, Any]:
+    """Median req/s per replica count over the unprofiled runs (all runs if none)."""
+    out = {}
+    for replicas in counts:
+        mine = [r for r in runs if r["replicas"] == replicas]
+        clean = [r for r in mine if not r["profiled"]] or mine
+        out[str(replicas)] = {
+            "rps": round(statistics.median(r["rps"] for r in clean), 1),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in clean), 2),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in clean), 2),
+            "errors": sum(r["errors"] for r in mine),
+            "cpu": {
+                k: round(statistics.median(r["cpu"][k] for r in clean), 2) for k in clean[0]["cpu"]
+            },
+            "wrk_cpu": round(statistics.median(r["wrk_cpu"] for r in clean), 2),
+            "runs": [f"{r['rps']:,.0f}{'*' if r['profiled'] else ''}" for r in mine],
+        }
+    return out
+
+
+SHOP_HEADER = [
+    "replicas", "req/s (median)", "vs 1 replica", "p50 ms", "p99 ms",
+    "CPU replicas/nginx/redis/wrk (cores)", "non-2xx + errors", "each run (req/s)",
+]  # fmt: skip
+
+
+def shop_rows(data: dict[str, Any]) -> list[list[Any]]:
+    """Table rows for RESULTS.md."""
+    s = data["summary"]
+    base = s[min(s, key=int)]["rps"]
+    rows = []
+    for replicas, r in s.items():
+        c = r["cpu"]
+        rows.append([
+            replicas, f"{r['rps']:,.0f}", f"{r['rps'] / base:.2f}x", r["p50_ms"], r["p99_ms"],
+            f"{c['replicas']:.2f} / {c['nginx']:.2f} / {c['redis']:.2f} / {r['wrk_cpu']:.2f}",
+            r["errors"], " ".join(r["runs"]),
+        ])  # fmt: skip
+    return rows
