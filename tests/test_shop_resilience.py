@@ -1,0 +1,163 @@
+"""Redis going away and coming back; the app served by a real gunicorn process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from flask import session
+from shop_support import PASSWORD, TEST_SECRET, login, make_app, register
+
+from shop.cluster import procs
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_redis_down_gives_503_and_service_resumes_when_it_is_back(own_redis):
+    app = make_app(own_redis.url)
+    api, browser = app.test_client(), app.test_client()
+    register(api, "resilient")
+    login(api, "resilient")
+    assert api.post("/api/cart/items", json={"product_id": "scale", "qty": 1}).status_code == 201
+
+    own_redis.stop()
+    try:
+        for method, path, kwargs in [
+            ("GET", "/api/products", {}),
+            ("GET", "/api/me", {}),
+            ("POST", "/api/cart/items", {"json": {"product_id": "scale", "qty": 1}}),
+            ("POST", "/api/checkout", {}),
+        ]:
+            response = api.open(path, method=method, **kwargs)
+            assert response.status_code == 503, path
+            assert response.get_json()["error"] == "store_unavailable"
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.headers["X-Served-By"] == "replica-a"
+
+        page = browser.get("/")
+        text = page.get_data(as_text=True)
+        assert page.status_code == 503 and "<h1>Back in a moment</h1>" in text
+        assert "Traceback" not in text and 'id="served-by"' in text
+        assert "Retry-After" in page.headers
+
+        assert api.get("/healthz").status_code == 200
+        assert api.get("/readyz").status_code == 503
+    finally:
+        own_redis.start()
+
+    # no app restart: the same app object serves again, and the session survived (AOF)
+    assert api.get("/readyz").status_code == 200
+    assert api.get("/api/me").get_json() == {"username": "resilient"}
+    assert api.post("/api/cart/items", json={"product_id": "scale", "qty": 1}).status_code == 201
+    assert api.get("/api/cart").get_json()["items"][0]["qty"] == 2
+    assert browser.get("/").status_code == 200
+
+
+def test_redis_failing_while_the_session_is_saved_is_a_503_too(own_redis):
+    # as in production: unhandled errors go to the 500 handler instead of the test
+    app = make_app(own_redis.url, PROPAGATE_EXCEPTIONS=False)
+
+    @app.get("/test/write-after-outage")
+    def write_after_outage():
+        session.get("anything")  # loaded while Redis is up
+        own_redis.stop()  # ... and gone before Flask saves the session
+        session["written"] = True
+        return "ok"
+
+    try:
+        response = app.test_client().get("/test/write-after-outage")
+        assert response.status_code == 503
+        assert "<h1>Back in a moment</h1>" in response.get_data(as_text=True)
+    finally:
+        own_redis.start()
+
+
+def test_app_starting_while_redis_is_down_seeds_the_catalog_once_it_is_back(own_redis):
+    own_redis.stop()
+    try:
+        app = make_app(own_redis.url)
+        assert app.test_client().get("/api/products").status_code == 503
+    finally:
+        own_redis.start()
+    assert len(app.test_client().get("/api/products").get_json()) >= 10
+
+
+@pytest.fixture
+def gunicorn_replica(redis_server, redis_client, tmp_path):
+    """One real gunicorn replica (gthread, our config) on a free port; stopped by pid."""
+    port = procs.free_port()
+    log_path = tmp_path / "gunicorn.log"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "SECRET_KEY": TEST_SECRET,
+        "REPLICA_NAME": "gunicorn-1",
+        "SHOP_BIND": f"127.0.0.1:{port}",
+        "SHOP_WORKERS": "2",
+        "SHOP_THREADS": "2",
+        "SHOP_PASSWORD_HASH": "pbkdf2:sha256:1000",
+    }
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    proc = procs.spawn(
+        [gunicorn, "-c", str(ROOT / "shop" / "gunicorn_conf.py"), "shop.wsgi:app"],
+        log_path=log_path,
+        env=env,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        procs.wait_until(
+            lambda: requests.get(f"{base}/readyz", timeout=1).status_code == 200,
+            timeout=30,
+            what=f"gunicorn /readyz (log: {log_path})",
+        )
+        yield base, log_path
+    finally:
+        procs.stop_process(proc.pid, timeout=15)
+
+
+def test_real_gunicorn_serves_the_flow_and_logs_replica_and_request_id(gunicorn_replica):
+    base, log_path = gunicorn_replica
+    http = requests.Session()
+    credentials = {"username": "guni", "password": PASSWORD}
+    assert http.post(f"{base}/api/register", json=credentials, timeout=5).status_code == 201
+    assert http.post(f"{base}/api/login", json=credentials, timeout=5).status_code == 200
+    added = http.post(
+        f"{base}/api/cart/items",
+        json={"product_id": "scale", "qty": 1},
+        headers={"X-Request-ID": "trace-abc-123", "Idempotency-Key": "once"},
+        timeout=5,
+    )
+    assert added.status_code == 201 and added.headers["X-Served-By"] == "gunicorn-1"
+    assert added.headers["X-Request-ID"] == "trace-abc-123"
+    order = http.post(f"{base}/api/checkout", timeout=5)
+    assert order.status_code == 201
+    page = http.get(f"{base}/orders", timeout=5)
+    assert "gunicorn-1" in page.text and f"Order #{order.json()['order_id']}" in page.text
+    assert http.get(f"{base}/api/me", timeout=5).json() == {"username": "guni"}
+    # keep-alive: the gthread worker does not close the connection after a response
+    assert page.headers.get("Connection", "").lower() != "close"
+    procs.wait_until(
+        lambda: "trace-abc-123" in log_path.read_text(), timeout=10, what="the access log line"
+    )
+    line = next(x for x in log_path.read_text().splitlines() if "trace-abc-123" in x)
+    assert "gunicorn-1" in line and "POST /api/cart/items" in line
+
+
+def test_an_unexpected_error_is_a_500_without_a_traceback(redis_server, redis_client):
+    app = make_app(redis_server.url, PROPAGATE_EXCEPTIONS=False)
+
+    @app.get("/api/test-bug")
+    def bug():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/api/test-bug")
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "internal_error"
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert response.headers["X-Served-By"] == "replica-a"

@@ -1,0 +1,85 @@
+"""Pure functions of the shop: formatting, validation rules, configuration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shop import accounts, cart, config, keys
+from shop.errors import ShopError
+from shop.web import describe_age, money
+
+
+@pytest.mark.parametrize(
+    ("cents", "text"),
+    [(0, "€0.00"), (5, "€0.05"), (1250, "€12.50"), (123456789, "€1,234,567.89"), (-150, "-€1.50")],
+)
+def test_money_formats_integer_cents_as_euros(cents, text):
+    assert money(cents) == text
+
+
+def test_session_age_reads_naturally():
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert describe_age(None, now) == "new"
+    assert describe_age(now - timedelta(seconds=42), now) == "42 s"
+    assert describe_age(now - timedelta(minutes=5, seconds=3), now) == "5 min 3 s"
+    assert describe_age(now - timedelta(hours=2, minutes=7), now) == "2 h 7 min"
+
+
+@pytest.mark.parametrize("name", ["bob", "Élodie", "o'hara", "<b>x</b>", "two words", "a" * 32])
+def test_acceptable_usernames(name):
+    assert accounts.normalize_username(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["ab", "a" * 33, " lead", "trail ", "two  spaces", "tab\tname", "nul\x00l", 42, None]
+)
+def test_refused_usernames(name):
+    with pytest.raises(ShopError) as caught:
+        accounts.normalize_username(name)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("value", [1, 50, 99])
+def test_json_qty_in_range_is_accepted(value):
+    assert cart.parse_qty(value) == value
+
+
+@pytest.mark.parametrize("value", [0, -1, 100, 10**9, "3", "abc", True, 1.0, None, [1]])
+def test_json_qty_out_of_range_or_of_wrong_type_is_refused(value):
+    with pytest.raises(ShopError):
+        cart.parse_qty(value)
+
+
+@pytest.mark.parametrize("text", ["", " ", "abc", "1e2", "+1", "-1", "1.0", "٣", "0100", "100"])
+def test_form_qty_must_be_plain_ascii_digits_in_range(text):
+    with pytest.raises(ShopError):
+        cart.parse_form_qty(text)
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        config.load_config({"SHOP_ENV": "production"})
+    settings = config.load_config({"SHOP_ENV": "production", "SECRET_KEY": "s3cret"})
+    assert settings["SESSION_COOKIE_SECURE"] is True
+
+
+def test_development_falls_back_to_a_fixed_dev_key_with_a_warning(caplog):
+    settings = config.load_config({})
+    assert settings["SECRET_KEY"] == config.DEV_SECRET_KEY
+    assert "SECRET_KEY is not set" in caplog.text
+    assert settings["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+
+
+def test_environment_settings_are_read_and_overrides_win():
+    env = {"REPLICA_NAME": "r9", "SESSION_IDLE_TIMEOUT": "60", "SECRET_KEY": "k"}
+    settings = config.load_config(env, overrides={"SESSION_IDLE_TIMEOUT": 5})
+    assert settings["REPLICA_NAME"] == "r9" and settings["SESSION_IDLE_TIMEOUT"] == 5
+    with pytest.raises(ValueError, match="SHOP_LOGIN_WINDOW"):
+        config.load_config({"SECRET_KEY": "k", "SHOP_LOGIN_WINDOW": "soon"})
+
+
+def test_idempotency_record_keys_are_fixed_size_whatever_the_client_key():
+    short, long = keys.idempotency("u:1", "a"), keys.idempotency("u:1", "x" * 200 + "\n:*")
+    assert len(short) == len(long) and "*" not in long
