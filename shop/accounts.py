@@ -46,12 +46,7 @@ def normalize_username(value: Any) -> str:
     name = unicodedata.normalize("NFKC", value)
     if name != name.strip() or "  " in name:
         raise ShopError(400, "bad_username", "username must not start or end with spaces.")
-    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
-        raise ShopError(
-            400,
-            "bad_username",
-            f"username must be {USERNAME_MIN} to {USERNAME_MAX} characters long.",
-        )
+    _check_length("username", name, USERNAME_MIN, USERNAME_MAX)
     for char in name:
         if char != " " and unicodedata.category(char)[0] in ("C", "Z"):
             raise ShopError(400, "bad_username", "username must be printable characters only.")
@@ -67,13 +62,13 @@ def check_password(value: Any) -> str:
     """Validate a new password's type and length."""
     if not isinstance(value, str):
         raise ShopError(400, "bad_password", "password must be a string.")
-    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
-        raise ShopError(
-            400,
-            "bad_password",
-            f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long.",
-        )
+    _check_length("password", value, PASSWORD_MIN, PASSWORD_MAX)
     return value
+
+
+def _check_length(field: str, value: str, low: int, high: int) -> None:
+    if not low <= len(value) <= high:
+        raise ShopError(400, f"bad_{field}", f"{field} must be {low} to {high} characters long.")
 
 
 def register(

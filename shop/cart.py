@@ -114,7 +114,22 @@ def parse_product_id(value: Any) -> str:
     return value
 
 
-def _checked(outcome: scripts.Outcome) -> scripts.Outcome:
+def _change_line(
+    script: str,
+    client: redis.Redis,
+    owner: Owner,
+    product_id: str,
+    qty: int,
+    claim: scripts.IdempotencyClaim | None,
+) -> scripts.Outcome:
+    """Run a one-line cart script; turn its refusal into the matching ShopError."""
+    outcome = scripts.run(
+        client,
+        script,
+        [owner.key, keys.products()],
+        [product_id, qty, MAX_QTY, MAX_LINES, owner.ttl],
+        claim,
+    )
     code = outcome.result.get("error")
     if code:
         status, message = ERRORS[code]
@@ -130,15 +145,7 @@ def add(
     claim: scripts.IdempotencyClaim | None = None,
 ) -> scripts.Outcome:
     """Add `qty` units to a line; result ``{product_id, qty}`` (the line's new qty)."""
-    return _checked(
-        scripts.run(
-            client,
-            "cart_add",
-            [owner.key, keys.products()],
-            [product_id, qty, MAX_QTY, MAX_LINES, owner.ttl],
-            claim,
-        )
-    )
+    return _change_line("cart_add", client, owner, product_id, qty, claim)
 
 
 def set_qty(
@@ -149,15 +156,7 @@ def set_qty(
     claim: scripts.IdempotencyClaim | None = None,
 ) -> scripts.Outcome:
     """Set a line's qty (0 removes it); result ``{product_id, qty}``."""
-    return _checked(
-        scripts.run(
-            client,
-            "cart_set",
-            [owner.key, keys.products()],
-            [product_id, qty, MAX_QTY, MAX_LINES, owner.ttl],
-            claim,
-        )
-    )
+    return _change_line("cart_set", client, owner, product_id, qty, claim)
 
 
 def merge(client: redis.Redis, source: Owner, target: Owner) -> dict[str, Any]:

@@ -107,6 +107,12 @@ def _attempt(action: Callable[[], str], back: str) -> Response:
     return _see_other(back)
 
 
+def _login_first(message: str, back: str) -> Response:
+    """Send an anonymous visitor to the login page, coming back to `back` afterwards."""
+    flash(message, "error")
+    return _see_other("web.login", next=url_for(back))
+
+
 def _safe_next(target: str | None) -> str:
     """Only local paths are followed after login (no open redirect)."""
     if target and target.startswith("/") and not target.startswith(("//", "/\\")):
@@ -163,8 +169,7 @@ def remove_from_cart():
 def checkout():
     user = shopper.current_user()
     if user is None:
-        flash("Please log in to check out; your cart is kept.", "error")
-        return _see_other("web.login", next=url_for("web.cart_page"))
+        return _login_first("Please log in to check out; your cart is kept.", "web.cart_page")
     try:
         outcome = orders.checkout(shopper.store(), user.id, form_claim())
     except ShopError as err:
@@ -182,8 +187,7 @@ def checkout():
 def orders_page():
     user = shopper.current_user()
     if user is None:
-        flash("Please log in to see your orders.", "error")
-        return _see_other("web.login", next=url_for("web.orders_page"))
+        return _login_first("Please log in to see your orders.", "web.orders_page")
     return render_template("orders.html", orders=orders.history(shopper.store(), user.id))
 
 
