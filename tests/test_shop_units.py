@@ -83,3 +83,21 @@ def test_environment_settings_are_read_and_overrides_win():
 def test_idempotency_record_keys_are_fixed_size_whatever_the_client_key():
     short, long = keys.idempotency("u:1", "a"), keys.idempotency("u:1", "x" * 200 + "\n:*")
     assert len(short) == len(long) and "*" not in long
+
+
+def test_log_records_carry_the_replica_and_the_request_id():
+    import logging
+
+    from flask import Flask, g
+
+    from shop.logs import RequestContextFilter
+
+    app = Flask("t")
+    app.config["REPLICA_NAME"] = "r7"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    RequestContextFilter().filter(record)
+    assert (record.replica, record.request_id) == ("-", "-")
+    with app.test_request_context("/"):
+        g.request_id = "req-9"
+        RequestContextFilter().filter(record)
+    assert (record.replica, record.request_id) == ("r7", "req-9")
