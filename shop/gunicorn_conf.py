@@ -46,6 +46,8 @@ else:
 
 accesslog = os.environ.get("SHOP_ACCESS_LOG", "-")
 errorlog = os.environ.get("SHOP_ERROR_LOG", "-")
-# Remote address, replica, request id (nginx's X-Request-ID, echoed in the
+# Time, remote address, replica, request id (nginx's X-Request-ID, echoed in the
 # response even when the app had to make one up), request, status, bytes, ms.
-access_log_format = f'%(h)s {replica} %({{x-request-id}}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+access_log_format = (
+    f'%(t)s %(h)s {replica} %({{x-request-id}}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+)
