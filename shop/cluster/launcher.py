@@ -122,7 +122,7 @@ class Cluster:
     def load(self) -> State | None:
         """The recorded state, or None when there is none (or it is unreadable)."""
         try:
-            return State.from_json(self.state_file.read_text())
+            state = State.from_json(self.state_file.read_text())
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
@@ -130,6 +130,11 @@ class Cluster:
                 f"cannot read {self.state_file} ({exc}); stop any leftover processes "
                 f"yourself and remove that file"
             )
+        if state.boot_id != procs.boot_id():
+            # Recorded before a reboot: those pids now name strangers, never signal them.
+            for proc in state.procs():
+                proc.pid = proc.start_time = None
+        return state
 
     def save(self, state: State) -> None:
         # Write then rename: a reader never sees half a file.
@@ -139,7 +144,7 @@ class Cluster:
 
     def is_running(self, state: State | None) -> bool:
         """Whether anything recorded in `state` still runs (on this boot)."""
-        if state is None or state.boot_id != procs.boot_id():
+        if state is None:
             return False
         return any(p.alive() for p in state.procs())
 
@@ -156,9 +161,13 @@ class Cluster:
         return state
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Serialise commands that change the cluster (e.g. a `scale` and a `kill`)."""
-        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def locked(self, *, create: bool = False) -> Iterator[None]:
+        """Serialise commands that change the cluster (e.g. a `scale` and a `kill`).
+        Only `up` creates the workdir; the others find nothing to do without one."""
+        if create:
+            self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not self.workdir.is_dir():
+            raise ClusterError(f"no cluster is running in {self.workdir}")
         with open(self.workdir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
@@ -171,7 +180,7 @@ class Cluster:
         # Fail before starting anything when a binary is missing.
         procs.find_binary("redis-server")
         procs.find_binary("nginx")
-        with self.locked():
+        with self.locked(create=True):
             old = self.load()
             if self.is_running(old):
                 raise ClusterError(
@@ -312,6 +321,8 @@ class Cluster:
     # ------------------------------------------------------------------ down
     def down(self) -> State | None:
         """Stop everything recorded; return the state stopped (None if nothing was up)."""
+        if not self.state_file.exists():
+            return None
         with self.locked():
             state = self.load()
             if state is None:
