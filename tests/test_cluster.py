@@ -9,6 +9,7 @@ simulated shoppers the demo uses (shop.cluster.shoppers).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -115,6 +116,19 @@ def test_no_request_fails_while_a_replica_is_killed_and_restarted_under_load(
     assert_clean(report, at_least=LOAD_SHOPPERS * 20)
     assert load.requests_so_far() > killed_at  # the load went on past the kill
     assert report.served_by["shop-2"] > 0
+
+
+def test_demo_on_a_running_cluster_tells_the_story_and_leaves_it_running(
+    cluster: Launcher,
+) -> None:
+    result = cluster.run("demo")
+    out = result.stdout
+    for expected in ("Kill it", "still logged in as", "cart intact", "back in rotation"):
+        assert expected in out
+    assert re.search(r"failed requests\s+0\b", out)
+    assert re.search(r"every cart == acknowledged adds\s+yes", out)
+    assert "has been stopped" not in out
+    assert all(r["alive"] and r["ready"] for r in cluster.status()["replicas"])
 
 
 def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> None:

@@ -61,17 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    up = sub.add_parser(
-        "up", parents=[common], help="start redis, N replicas and nginx; wait until ready"
-    )
-    up.add_argument(
+    # What a new cluster looks like: for `up`, and for `demo` when none runs.
+    shape = argparse.ArgumentParser(add_help=False)
+    shape.add_argument(
         "--replicas", type=int, default=DEFAULT_REPLICAS, metavar="N",
         help=f"how many shop replicas (default: {DEFAULT_REPLICAS})",
     )  # fmt: skip
-    up.add_argument(
+    shape.add_argument(
         "--port", type=int, default=DEFAULT_PORT, metavar="P",
         help=f"the port nginx listens on, on 127.0.0.1 (default: {DEFAULT_PORT})",
     )  # fmt: skip
+
+    up = sub.add_parser(
+        "up", parents=[common, shape], help="start redis, N replicas and nginx; wait until ready"
+    )
     up.add_argument(
         "--foreground", action="store_true",
         help="stay attached: stream every process's log, stop all on Ctrl-C or SIGTERM",
@@ -92,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     scale.add_argument("count", type=int, metavar="N", help="the number of replicas wanted")
     sub.add_parser(
-        "demo", parents=[common],
-        help="narrated demo: kill the replica serving a shopper, lose nothing",
+        "demo", parents=[common, shape],
+        help="narrated demo: kill the replica serving a shopper, lose nothing "
+        "(starts a cluster if none runs, and stops only what it started)",
     )  # fmt: skip
     return parser
 
@@ -196,7 +200,7 @@ def cmd_scale(cluster: Cluster, args: argparse.Namespace) -> int:
 def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
-    return run_demo(cluster, console)
+    return run_demo(cluster, console, port=args.port, replicas=args.replicas)
 
 
 COMMANDS = {

@@ -1,0 +1,181 @@
+"""`shop-cluster demo`: kill the replica that is serving a shopper, lose nothing.
+
+A narrated walk through the failure semantics, naming the replica (from
+X-Served-By) that answered each request, while a few simulated shoppers
+(the same code the tests use) keep the cluster busy in the background.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster, ClusterError
+from .shoppers import Load, LoadReport, Shopper
+
+BACKGROUND_SHOPPERS = 4
+# Bounds for the background load: it stops at the end of the story anyway.
+BACKGROUND_SECONDS = 120.0
+BACKGROUND_MAX_REQUESTS = 2000
+# nginx sets a failed replica aside for fail_timeout (5 s), then probes it.
+BACK_IN_ROTATION_TIMEOUT = 30.0
+
+
+class Narrator:
+    """Prints each step and each request with the replica that served it."""
+
+    def __init__(self, console: Console, shopper: Shopper) -> None:
+        self.console = console
+        self.shopper = shopper
+        self.step_number = 0
+
+    def step(self, text: str) -> None:
+        self.step_number += 1
+        self.console.rule(f"[bold]{self.step_number}. {text}", align="left")
+
+    def say(self, text: str) -> None:
+        self.console.print(f"   {text}")
+
+    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any):
+        """One request of the shopper, printed as: METHOD path -> status  (served by shop-N)."""
+        response = self.shopper.must(method, path, expect=expect, **kwargs)
+        self.console.print(
+            f"   [dim]{method:<6}[/]{path:<22} -> [green]{response.status_code}[/]"
+            f"  served by [bold cyan]{self.shopper.last_served_by}[/]"
+        )
+        return response
+
+    def cart_table(self, cart: dict[str, Any]) -> Table:
+        table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+        for column in ("product", "qty", "subtotal"):
+            table.add_column(column, justify="left" if column == "product" else "right")
+        for item in cart["items"]:
+            table.add_row(item["name"], str(item["qty"]), _money(item["subtotal_cents"]))
+        table.add_row("[bold]total", "", f"[bold]{_money(cart['total_cents'])}")
+        return table
+
+
+def run_demo(
+    cluster: Cluster,
+    console: Console,
+    *,
+    port: int = DEFAULT_PORT,
+    replicas: int = DEFAULT_REPLICAS,
+) -> int:
+    """Tell the story; return 0 if nothing was lost and no request failed."""
+    started_here = not cluster.is_running(cluster.load())
+    if started_here:
+        with console.status(f"No cluster in {cluster.workdir}: starting {replicas} replicas…"):
+            cluster.up(replicas=replicas, port=port)
+    state = cluster.running()
+    if sum(1 for r in state.replicas if r.alive()) < 2:
+        raise ClusterError("the demo needs at least 2 running replicas (shop-cluster scale 3)")
+    url = state.url.rstrip("/")
+    console.print(
+        Panel.fit(
+            f"The shop at [bold cyan]{url}/[/]\n"
+            f"nginx in front of {len(state.replicas)} replicas; every session and cart "
+            f"lives in Redis.\n{BACKGROUND_SHOPPERS} simulated shoppers keep it busy meanwhile.",
+            title="kill-a-node demo",
+        )
+    )
+    load = Load(
+        url,
+        BACKGROUND_SHOPPERS,
+        duration=BACKGROUND_SECONDS,
+        max_requests=BACKGROUND_MAX_REQUESTS,
+        think=0.05,
+    )
+    try:
+        load.start()
+        ok = _story(cluster, Narrator(console, Shopper(url)), url)
+        report = load.report()
+    finally:
+        load.stop()
+        if started_here:
+            with console.status("Stopping the cluster this demo started…"):
+                cluster.down()
+    console.print(_summary(report))
+    if started_here:
+        console.print("The cluster this demo started has been stopped.")
+    return 0 if ok and report.ok else 1
+
+
+def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
+    shopper = n.shopper
+    n.step(f"A shopper, {shopper.name}, registers and logs in")
+    account = {"username": shopper.name, "password": shopper.password}
+    n.call("POST", "/api/register", json=account, expect=(201,))
+    n.call("POST", "/api/login", json=account)
+
+    n.step("They fill a cart (each POST carries an Idempotency-Key)")
+    products = n.call("GET", "/api/products").json()
+    for product, qty in zip(products[:3], (2, 1, 3), strict=False):
+        body = {"product_id": product["id"], "qty": qty}
+        n.call("POST", "/api/cart/items", json=body, expect=(201,))
+    cart_before = n.call("GET", "/api/cart").json()
+    n.console.print(n.cart_table(cart_before))
+
+    victim = shopper.last_served_by
+    n.step(f"{victim} just served them. Kill it: SIGKILL to its whole process group")
+    proc = cluster.kill(victim)
+    n.say(f"[red]{victim} (pid {proc.pid}) is dead[/]: no goodbye, its memory is gone.")
+
+    n.step("The shopper carries on, unaware")
+    me = n.call("GET", "/api/me").json()
+    n.say(f"still logged in as [bold]{me['username']}[/]")
+    cart_after = n.call("GET", "/api/cart").json()
+    intact = _lines(cart_after) == _lines(cart_before)
+    n.say("cart intact ✔" if intact else "[red]cart changed![/]")
+    order = n.call("POST", "/api/checkout", expect=(201,)).json()
+    n.say(f"order [bold]{order['order_id']}[/] placed, total {_money(order['total_cents'])}")
+
+    n.step(f"{victim} is started again")
+    cluster.start(victim)
+    n.say(f"{victim} is up and ready; nginx tries it again after its fail_timeout.")
+    started = time.monotonic()
+    tries = 0
+    back = False
+    while not back and time.monotonic() < started + BACK_IN_ROTATION_TIMEOUT:
+        tries += 1
+        shopper.must("GET", "/api/products")
+        back = shopper.last_served_by == victim
+        if not back:
+            time.sleep(0.5)
+    waited = f"{tries} requests, {time.monotonic() - started:.1f} s"
+    n.say(
+        f"[green]{victim} served request {tries}: back in rotation ✔[/] ({waited})"
+        if back
+        else f"[red]{victim} served none of {tries} requests[/] ({waited})"
+    )
+    return intact and back and not shopper.failures
+
+
+def _summary(report: LoadReport) -> Panel:
+    table = Table(box=None, padding=(0, 2), show_header=False)
+    table.add_row("background shoppers", str(report.shoppers))
+    table.add_row("their requests", str(report.requests))
+    failed = len(report.failures)
+    table.add_row("failed requests", f"[green]{failed}[/]" if not failed else f"[red]{failed}[/]")
+    table.add_row(
+        "every cart == acknowledged adds",
+        "[green]yes[/]" if report.carts_match else "[red]no[/]",
+    )
+    spread = ", ".join(f"{k}: {v}" for k, v in sorted(report.served_by.items()))
+    table.add_row("served by", spread)
+    for line in (report.failures + report.mismatches)[:5]:
+        table.add_row("[red]problem", line)
+    return Panel.fit(table, title="summary", border_style="green" if report.ok else "red")
+
+
+def _lines(cart: dict[str, Any]) -> dict[str, int]:
+    return {item["product_id"]: item["qty"] for item in cart["items"]}
+
+
+def _money(cents: int) -> str:
+    return f"{cents / 100:.2f}"
+
