@@ -34,17 +34,17 @@ class Launcher:
     env: dict[str, str] | None = None
     up_output: str = ""
 
+    def command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of `shop-cluster ARGS --workdir WORKDIR`."""
+        argv = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "shop.cluster.cli"]
+        env = {**os.environ, **CLUSTER_ENV, "COLUMNS": "200", **(self.env or {})}
+        return [*argv, *args, "--workdir", str(self.workdir)], env
+
     def run(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess:
-        argv = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "shop.cluster.cli"]
-        result = subprocess.run(
-            [*argv, *args, "--workdir", str(self.workdir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **CLUSTER_ENV, "COLUMNS": "200", **(self.env or {})},
-        )
+        argv, env = self.command(*args)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"shop-cluster {' '.join(args)} exited {result.returncode}:\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,36 @@ def test_down_stops_every_process_it_started(tmp_path: Path) -> None:
         assert "Stopped" in result.stdout
     assert leftovers(pids | workers) == set()
     assert not (workdir / "state.json").exists()
+
+
+def test_foreground_streams_prefixed_logs_and_sigterm_stops_everything(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path / "fg", port=procs.free_port())
+    argv, env = launcher.command(
+        "up", "--replicas", "1", "--port", str(launcher.port), "--foreground"
+    )
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    pids: set[int] = set()
+    try:
+        procs.wait_until(
+            lambda: proc.poll() is not None or launcher.status()["nginx"]["ready"],
+            timeout=60,
+            what="the foreground cluster",
+        )
+        assert proc.poll() is None, proc.communicate()[0]
+        requests.get(f"{launcher.url}/api/products", timeout=10).raise_for_status()
+        pids = launcher.recorded_pids()
+        pids |= set().union(*(procs.group_pids(pid) for pid in pids))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        launcher.run("down", check=False)
+    assert proc.returncode == 0, out
+    assert re.search(r"shop-1 \| .*GET /api/products", out)
+    assert re.search(r"nginx-access \| .*upstream=127\.0\.0\.1:\d+ ustatus=200", out)
+    assert "Stopped." in out
+    assert leftovers(pids) == set()

@@ -10,7 +10,7 @@ import argparse
 import json
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,13 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
             f"[yellow]Found a stale state file in {cluster.workdir} (its processes are gone, "
             f"e.g. after a reboot); starting afresh.[/]"
         )
-    follower = LogFollower(cluster) if args.foreground else None
+    follower = None
+    if args.foreground:
+        follower = LogFollower(cluster)
+        # SIGTERM behaves like Ctrl-C, during start-up too: everything started
+        # so far is stopped (up() cleans up after itself, the finally below
+        # after a running cluster).
+        signal.signal(signal.SIGTERM, _interrupt)
     with console.status(f"Starting {args.replicas} replicas, redis and nginx…"):
         cluster.up(replicas=args.replicas, port=args.port)
     status = cluster.status()
@@ -136,14 +142,14 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         console.print("Stop it with: [bold]shop-cluster down" + _workdir_flag(cluster) + "[/]")
         return 0
     console.print("Streaming logs; Ctrl-C stops the cluster.")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        follower.run(stop)
+        follower.run()
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the teardown
+        # A second Ctrl-C or SIGTERM must not cut the teardown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("\nStopping the cluster…")
         cluster.down()
         console.print("Stopped.")
@@ -228,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _workdir_flag(cluster: Cluster) -> str:
     default = Path(DEFAULT_WORKDIR).absolute()
     return "" if cluster.workdir == default else f" --workdir {cluster.workdir}"
@@ -245,7 +255,7 @@ class LogFollower:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.offsets: dict[Path, int] = {p: p.stat().st_size for p in self._files()}
+        self.offsets: dict[Path, int] = {p: p.stat().st_size for p in self._files() if p.exists()}
         self.colours: dict[str, str] = {}
 
     def _files(self) -> list[Path]:
@@ -271,11 +281,14 @@ class LogFollower:
                 console.print(self._prefix(path), end="")
                 console.out(line, highlight=False)
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def run(self) -> None:
+        """Follow until interrupted (KeyboardInterrupt, also raised on SIGTERM)."""
+        try:
+            while True:
+                self.poll()
+                time.sleep(0.2)
+        finally:
             self.poll()
-            stop.wait(0.2)
-        self.poll()
 
 
 if __name__ == "__main__":
