@@ -70,9 +70,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--workdir", type=Path, help="where servers keep files (default: a temp dir)"
         )
-        sp.add_argument(
-            "--results-dir", type=Path, default=report.RESULTS_DIR, help=argparse.SUPPRESS
-        )
+        sp.add_argument("--output-dir", type=Path, help=argparse.SUPPRESS)
         sp.add_argument(
             "--no-report", action="store_true", help="do not rewrite RESULTS.md / chart"
         )
@@ -87,12 +85,11 @@ def parser() -> argparse.ArgumentParser:
     shop.add_argument("--replicas", type=_ints, default=(1, 2, 3), help="e.g. 1,2,3")
     scale = sub.add_parser("scale", help="a million sessions: memory and read latency")
     scale.add_argument("--counts", type=_ints, default=DEFAULT_COUNTS, help="e.g. 10000,100000")
-    scale.add_argument("--workdir", type=Path)
-    scale.add_argument(
-        "--results-dir", type=Path, default=report.RESULTS_DIR, help=argparse.SUPPRESS
-    )
-    scale.add_argument("--no-report", action="store_true")
-    sub.add_parser("report", help="re-render RESULTS.md and the chart from bench/results")
+    scale.add_argument("--workdir", type=Path, help="where redis keeps its files (default: temp)")
+    scale.add_argument("--output-dir", type=Path, help=argparse.SUPPRESS)
+    scale.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
+    rep = sub.add_parser("report", help="re-render RESULTS.md and the chart from bench/results")
+    rep.add_argument("--output-dir", type=Path, help=argparse.SUPPRESS)
     return p
 
 
@@ -164,20 +161,25 @@ def show_sessions(result: dict) -> None:
     console.print(table)
 
 
-def write_report(results_dir: Path) -> None:
-    text = report.render(results_dir)
-    report.RESULTS_MD.write_text(text)
+def write_report(results_dir: Path, results_md: Path, chart: Path) -> None:
+    """RESULTS.md and the chart, from the saved JSON (never from memory)."""
+    results_md.write_text(report.render(results_dir))
     sessions = report.load("sessions", results_dir)
     if sessions:
-        report.chart(sessions)
-    console.log(f"wrote {report.RESULTS_MD} and {report.CHART}")
+        report.chart(sessions, chart)
+    console.log(f"wrote {results_md} and {chart}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.command_line = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    # --output-dir (for the smoke test) sends results, RESULTS.md and the chart elsewhere.
+    out = args.output_dir
+    args.results_dir = out / "results" if out else report.RESULTS_DIR
+    results_md = out / "RESULTS.md" if out else report.RESULTS_MD
+    chart = out / "bench-throughput.png" if out else report.CHART
     if args.command == "report":
-        write_report(report.RESULTS_DIR)
+        write_report(args.results_dir, results_md, chart)
         return 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -189,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "scale" or (args.command == "run" and not args.quick):
             do_scale(args if args.command == "scale" else _scale_args(args), workdir)
     if not args.no_report:
-        write_report(args.results_dir)
+        write_report(args.results_dir, results_md, chart)
     console.log(f"done in {time.monotonic() - started:.0f} s")
     return 0
 

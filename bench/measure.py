@@ -45,10 +45,19 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, all processes)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 @dataclass
 class CpuWatch:
     """CPU used by named groups of processes between `start()` and `stop()`,
-    as a share of one core (1.0 = one core busy all the time)."""
+    as a share of one core (1.0 = one core busy all the time). The key
+    ``machine`` is every process on the machine, ours and our neighbours':
+    what is left after ours is what other jobs took during the run."""
 
     groups: dict[str, Callable[[], set[int]]]
     _pids: dict[str, set[int]] = field(default_factory=dict)
@@ -59,14 +68,17 @@ class CpuWatch:
         # Resolve pids once at the start: workers live for the whole run.
         self._pids = {name: find() for name, find in self.groups.items()}
         self._before = {name: cpu_seconds(pids) for name, pids in self._pids.items()}
+        self._before["machine"] = machine_busy_seconds()
         self._t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self._t0, 1e-9)
-        return {
+        used = {
             name: round((cpu_seconds(pids) - self._before[name]) / wall, 3)
             for name, pids in self._pids.items()
         }
+        used["machine"] = round((machine_busy_seconds() - self._before["machine"]) / wall, 3)
+        return used
 
 
 def tree_pids(pid: int) -> set[int]:

@@ -1,8 +1,9 @@
 """Where the CPU goes: py-spy samples a running gunicorn (master and workers)
 while wrk loads it, and the samples are summed by library.
 
-py-spy reads the target's memory from outside, so the server runs unmodified;
-only threads that are running (not waiting on a socket) are sampled.
+py-spy reads the target's memory from outside, so the server runs unmodified.
+With --gil only the thread holding the GIL is sampled: Python CPU time, not
+threads waiting for Redis or a socket.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from typing import Any
 
 # First match, walking from the innermost frame outwards, names the sample's owner.
 CATEGORIES = (
-    ("redis-py (client, parsing, socket I/O)", re.compile(r"/redis/|hiredis")),
-    ("sessionstore", re.compile(r"/sessionstore/")),
-    ("Flask-Session / msgspec", re.compile(r"/flask_session/|msgspec")),
-    ("shop app code", re.compile(r"/shop/")),
-    ("bench app code", re.compile(r"/bench/")),
-    ("Jinja2", re.compile(r"/jinja2/")),
-    ("Flask", re.compile(r"/flask/")),
-    ("Werkzeug (HTTP parsing, routing)", re.compile(r"/werkzeug/")),
-    ("gunicorn (HTTP server)", re.compile(r"/gunicorn/")),
-    ("itsdangerous (cookie signing)", re.compile(r"/itsdangerous/")),
+    ("redis-py (client, parsing, socket I/O)", re.compile(r"(^|/)redis/|hiredis")),
+    ("sessionstore", re.compile(r"(^|/)sessionstore/")),
+    ("Flask-Session / msgspec", re.compile(r"(^|/)flask_session/|msgspec")),
+    ("shop app code", re.compile(r"(^|/)shop/")),
+    ("bench app code", re.compile(r"(^|/)bench/")),
+    ("Jinja2", re.compile(r"(^|/)jinja2/")),
+    ("Flask", re.compile(r"(^|/)flask/")),
+    ("Werkzeug (HTTP parsing, routing)", re.compile(r"(^|/)werkzeug/")),
+    ("gunicorn (HTTP server)", re.compile(r"(^|/)gunicorn/")),
+    ("itsdangerous (cookie signing)", re.compile(r"(^|/)itsdangerous/")),
 )
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
@@ -42,7 +43,7 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
     if binary is None:
         return None
     argv = [
-        binary, "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
+        binary, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--gil",
         "--duration", str(max(1, round(seconds))), "--rate", "200",
         "--format", "raw", "--output", str(out),
     ]  # fmt: skip

@@ -120,11 +120,12 @@ def sessions_section(data: dict[str, Any]) -> str:
                     _x(r["vs_bare"]),
                     f"{r['p50_ms']:.1f}",
                     f"{r['p99_ms']:.1f}",
+                    f"{r.get('app_us_per_request', 0):,.0f}",
                     f"{trips.get('trips', 0):g}",
                     f"{trips.get('commands', 0):g}",
                     f"{r['commands_per_request']:g}",
                     f"{cpu.get('app', 0):.2f} / {cpu.get('nginx', 0):.2f} / "
-                    f"{cpu.get('redis', 0):.2f} / {r['wrk_cpu']:.2f}",
+                    f"{cpu.get('redis', 0):.2f} / {r['wrk_cpu']:.2f} / {cpu.get('machine', 0):.2f}",
                     r["errors"],
                     " ".join(f"{v:,.0f}" for v in r["runs"]),
                 ]
@@ -137,10 +138,11 @@ def sessions_section(data: dict[str, Any]) -> str:
                     "vs bare",
                     "p50 ms",
                     "p99 ms",
+                    "app CPU us/req",
                     "Redis trips/req",
                     "Redis cmds/req",
                     "cmds/req under load",
-                    "CPU app/nginx/redis/wrk (cores)",
+                    "CPU cores: app / nginx / redis / wrk / whole machine",
                     "errors",
                     "each run (req/s)",
                 ],
@@ -193,6 +195,10 @@ def sessions_section(data: dict[str, Any]) -> str:
         "many times what any variant reaches, while during the variant runs wrk used "
         "the CPU shown in the last CPU column. The generator is not the bottleneck.",
         "",
+        "### Where a read request's Python CPU goes (py-spy --gil, one extra run each)",
+        "",
+        profile_table(data.get("profiles", {})),
+        "",
         "### Targets (printed, not asserted)",
         "",
         _table(
@@ -200,8 +206,41 @@ def sessions_section(data: dict[str, Any]) -> str:
             [[t, m, {True: "yes", False: "**no**", None: "-"}[ok]] for t, m, ok in targets(data)],
         ),
         "",
+        cost_note(s["endpoints"].get("read", {})),
+        "",
     ]
     return "\n".join(out)
+
+
+def cost_note(read: dict[str, Any]) -> str:
+    """The extra app CPU per read over `bare`: what a session costs, in microseconds."""
+    if "bare" not in read:
+        return ""
+    base = read["bare"].get("app_us_per_request", 0)
+    parts = [
+        f"`{v}` +{r['app_us_per_request'] - base:,.0f} us"
+        for v, r in read.items()
+        if v != "bare" and "app_us_per_request" in r
+    ]
+    return (
+        f"App CPU per read request beyond `bare` ({base:,.0f} us): " + ", ".join(parts) + ". "
+        "On this CPU-bound 2-core machine req/s follows CPU per request, so a session "
+        "that needs one Redis round trip pays one redis-py call (client CPU, see the "
+        "profile) on top of a bare request; that, not Redis, sets the ratio to `bare`."
+    )
+
+
+def profile_table(profiles: dict[str, Any]) -> str:
+    """Share of sampled CPU by library, one column per profiled run."""
+    names = [n for n, p in profiles.items() if "by_library" in p]
+    if not names:
+        return "No profile (py-spy missing or not permitted)."
+    libraries = sorted({lib for n in names for lib in profiles[n]["by_library"]})
+    rows = [
+        [lib, *(f"{profiles[n]['by_library'].get(lib, 0):.0%}" for n in names)] for lib in libraries
+    ]
+    rows.append(["samples", *(profiles[n]["samples"] for n in names)])
+    return _table(["library", *(f"`{n}`" for n in names)], rows)
 
 
 def scale_section(data: dict[str, Any]) -> str:
@@ -252,7 +291,7 @@ def scale_section(data: dict[str, Any]) -> str:
 
 
 def shop_section(data: dict[str, Any]) -> str:
-    from .shop import SHOP_HEADER, shop_rows
+    from .shop import SHOP_HEADER, analysis, shop_rows
 
     return "\n".join(
         [
@@ -263,7 +302,12 @@ def shop_section(data: dict[str, Any]) -> str:
             "",
             _table(SHOP_HEADER, shop_rows(data)),
             "",
-            data.get("analysis", ""),
+            "Where one replica's Python CPU goes (py-spy --gil on the first replica, "
+            "during the first repetition):",
+            "",
+            profile_table({f"{n} replica(s)": p for n, p in data.get("profiles", {}).items()}),
+            "",
+            analysis(data),
             "",
         ]
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from . import measure
+from . import measure, profile
 from .apps import REDIS_VARIANTS, VARIANTS
 from .stack import GUNICORN_SETTINGS, Stack, running_stack
 
@@ -189,14 +189,42 @@ def run_sessions(
                         f"{result.rps:8,.0f} req/s  p99 {result.p99_ms:6.1f} ms  "
                         f"errors {result.errors}"
                     )
+        profiles = profile_variants(stack, cookie_files, config, progress)
     return {
         "config": config.__dict__ | {"variants": list(variants)},
+        "profiles": profiles,
         "gunicorn": " ".join(GUNICORN_SETTINGS),
         "sizes": sizes,
         "round_trips": trips,
         "runs": runs,
         "summary": summarize(runs, variants),
     }
+
+
+PROFILED = ("bare", "flask_session_norefresh", "sessionstore")
+
+
+def profile_variants(
+    stack: Stack, cookie_files: dict[str, Path], config: SessionBenchConfig, progress: Progress
+) -> dict[str, Any]:
+    """One extra read run per profiled variant with py-spy attached (not counted in
+    the figures: sampling slows the target): where each read request's CPU goes."""
+    profiles: dict[str, Any] = {}
+    for variant in (v for v in PROFILED if v in config.variants):
+        out = stack.workdir / f"py-spy-{variant}.txt"
+        sampler = profile.start(stack.gunicorn_pids[variant], config.duration, out)
+        measure.run_wrk(
+            stack.url(variant),
+            "session.lua",
+            [str(cookie_files[variant]), *ENDPOINTS["read"]],
+            duration=config.duration,
+            connections=config.connections,
+        )
+        profiles[variant] = profile.finish(sampler, out)
+        progress(
+            f"profiled {variant} read: {profiles[variant].get('by_library', profiles[variant])}"
+        )
+    return profiles
 
 
 def _median(values: list[float]) -> float:
@@ -236,6 +264,11 @@ def summarize(runs: list[dict[str, Any]], variants: tuple[str, ...]) -> dict[str
                     for name in chosen[0]["cpu"]
                 },
                 "wrk_cpu": _median([r["wrk_cpu"] for r in chosen]),
+                # CPU time the app's workers spent per request: much steadier than
+                # req/s on a shared machine, since neighbours steal time, not work.
+                "app_us_per_request": _median(
+                    [r["cpu"].get("app", 0) * 1e6 / r["rps"] for r in chosen if r["rps"]]
+                ),
                 "vs_bare": paired_ratio(endpoint, variant, "bare") if "bare" in variants else None,
                 "runs": [r["rps"] for r in chosen],
             }

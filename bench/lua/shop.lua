@@ -29,7 +29,10 @@ local MIX = { "browse", "browse", "add", "browse", "cart", "browse", "add", "bro
 function request()
   n = n + 1
   local kind = MIX[(n % #MIX) + 1]
-  local headers = { Cookie = cookies[(n % #cookies) + 1] }
+  -- One shopper per visit of #MIX requests (so the shopper who checks out is
+  -- the one who filled the cart); threads start on different shoppers.
+  local visit = math.floor(n / #MIX) + (tid or 0) * 3
+  local headers = { Cookie = cookies[(visit % #cookies) + 1] }
   local key = string.format("bench-%s-%d-%d", nonce, tid or 0, n)
   if kind == "browse" then
     return wrk.format("GET", "/api/products", headers)
