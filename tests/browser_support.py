@@ -228,8 +228,9 @@ el => {
   const s = getComputedStyle(el);
   const outline = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0
     ? `${s.outlineStyle} ${s.outlineWidth} ${s.outlineColor}` : 'none';
+  // Position and clipping too: a skip link shows itself by moving on screen.
   return JSON.stringify([outline, s.boxShadow, s.borderColor, s.backgroundColor, s.color,
-                         s.textDecorationLine]);
+                         s.textDecorationLine, s.top, s.left, s.transform, s.clipPath, s.clip]);
 }
 """
 

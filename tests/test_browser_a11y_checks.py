@@ -22,7 +22,10 @@ GOOD = """<!doctype html><html lang="en"><head><title>good</title>
   .card { background: #1a3d6d; color: #fff; padding: 4px; }
   .card span { background: rgba(255, 255, 255, 0.1); }
   a:focus-visible, button:focus-visible, input:focus-visible { outline: 3px solid #1a5fb4; }
+  .skip { position: absolute; left: -999px; }
+  .skip:focus { left: 0; outline: none; }  /* shown by moving on screen */
 </style></head><body>
+<a class="skip" href="#main">Skip to content</a>
 <h1>Shop</h1>
 <h2>Catalog</h2><h3>Tea</h3><h2>Cart</h2>
 <p class="card">On a dark card <span>and a translucent layer</span></p>
