@@ -7,12 +7,13 @@ See README.md beside this file for the guarantees and the Redis data model.
 """
 
 from .connection import parse_sentinel_url, redis_from_url
-from .errors import StoreUnavailable
+from .errors import NotReplicated, StoreUnavailable
 from .interface import RedisSessionInterface, init_app
 from .session import RedisSession
 from .store import SessionInfo, SessionStore
 
 __all__ = [
+    "NotReplicated",
     "RedisSession",
     "RedisSessionInterface",
     "SessionInfo",

@@ -26,3 +26,13 @@ class StoreUnavailable(Exception):
     """
 
     retry_after = 1
+
+
+class NotReplicated(StoreUnavailable):
+    """A write reached the primary but not enough replicas in time.
+
+    The write is not rolled back (Redis cannot), but it is not acknowledged
+    either: the request fails with a 503, and a failover right now could lose
+    it. Retrying is safe: sessions are written per field, and the shop's
+    mutating requests carry idempotency keys.
+    """

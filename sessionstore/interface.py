@@ -31,6 +31,8 @@ class RedisSessionInterface(SessionInterface):
         user_key: str = "user_id",
         cookie_name: str | None = None,
         secret_key: str | bytes | None = None,
+        replica_acks: int = 0,
+        replica_ack_timeout: timedelta = timedelta(milliseconds=500),
     ) -> None:
         self.store = SessionStore(
             redis_client,
@@ -38,6 +40,8 @@ class RedisSessionInterface(SessionInterface):
             idle_timeout=idle_timeout,
             absolute_timeout=absolute_timeout,
             secret_key=secret_key,
+            replica_acks=replica_acks,
+            replica_ack_timeout=replica_ack_timeout,
         )
         self.user_key = user_key
         self.cookie_name = cookie_name
@@ -139,8 +143,10 @@ def init_app(app: Flask, redis_client: redis.Redis | None = None) -> RedisSessio
     """Switch `app` to Redis sessions configured from ``app.config``.
 
     Reads ``SESSION_REDIS_URL`` (when no client is given), ``SESSION_IDLE_TIMEOUT``
-    and ``SESSION_ABSOLUTE_TIMEOUT`` (seconds or timedelta), ``SESSION_KEY_PREFIX``
-    and ``SESSION_USER_KEY``.
+    and ``SESSION_ABSOLUTE_TIMEOUT`` (seconds or timedelta), ``SESSION_KEY_PREFIX``,
+    ``SESSION_USER_KEY``, ``SESSION_REPLICA_ACKS`` (replicas that must have a
+    write before it counts, default 0) and ``SESSION_REPLICA_ACK_TIMEOUT``
+    (seconds or timedelta, default 0.5).
     """
     config = app.config
     if redis_client is None:
@@ -156,6 +162,10 @@ def init_app(app: Flask, redis_client: redis.Redis | None = None) -> RedisSessio
             config.get("SESSION_ABSOLUTE_TIMEOUT"), timedelta(hours=12)
         ),
         user_key=config.get("SESSION_USER_KEY", "user_id"),
+        replica_acks=int(config.get("SESSION_REPLICA_ACKS") or 0),
+        replica_ack_timeout=_as_timedelta(
+            config.get("SESSION_REPLICA_ACK_TIMEOUT"), timedelta(milliseconds=500)
+        ),
     )
     app.session_interface = interface
     app.extensions["sessionstore"] = interface

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from . import serializer
-from .errors import TRANSIENT_REDIS_ERRORS, StoreUnavailable
+from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
 from .keys import META_CREATED, META_USER, KeySpace, session_key_of
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class SessionStore:
         idle_timeout: timedelta = timedelta(minutes=30),
         absolute_timeout: timedelta = timedelta(hours=12),
         secret_key: str | bytes | None = None,
+        replica_acks: int = 0,
+        replica_ack_timeout: timedelta = timedelta(milliseconds=500),
     ) -> None:
         if idle_timeout <= timedelta(0) or absolute_timeout <= timedelta(0):
             raise ValueError("session timeouts must be positive")
@@ -85,6 +87,10 @@ class SessionStore:
         self._idle_ms = int(idle_timeout.total_seconds() * 1000)
         self._absolute_ms = int(absolute_timeout.total_seconds() * 1000)
         self._keys = KeySpace(key_prefix, secret_key) if secret_key else None
+        # With replicas (Sentinel), a write is acknowledged only once this many
+        # replicas have it, so a failover cannot lose a login the user saw.
+        self.replica_acks = replica_acks
+        self._ack_timeout_ms = max(1, int(replica_ack_timeout.total_seconds() * 1000))
         self._scripts = {
             name: client.register_script(_load_script(name))
             for name in ("load", "save", "destroy", "user_sessions", "revoke_user")
@@ -106,11 +112,35 @@ class SessionStore:
         if self._keys is None:
             self._keys = KeySpace(self.key_prefix, secret_key or "")
 
-    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    def _run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
         try:
+            if durable and self.replica_acks:
+                return self._run_and_wait(name, keys, args)
             return self._scripts[name](keys=keys, args=args)
         except TRANSIENT_REDIS_ERRORS as exc:
             raise StoreUnavailable(f"session store unavailable: {exc}") from exc
+
+    def _run_and_wait(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """The script and a WAIT for replicas, pipelined: still one round trip."""
+        script = self._scripts[name]
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.wait(self.replica_acks, self._ack_timeout_ms)
+            try:
+                result, acked = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(script.script)  # first use after a restart or failover
+                continue
+            if acked < self.replica_acks:
+                raise NotReplicated(
+                    f"write reached {acked} of {self.replica_acks} replica(s) "
+                    f"within {self._ack_timeout_ms} ms"
+                )
+            return result
+        raise AssertionError("unreachable")
 
     # -- one session --------------------------------------------------------
 
@@ -168,12 +198,12 @@ class SessionStore:
             *pairs,
             *deletes,
         ]
-        return int(self._run("save", [key, old], args))
+        return int(self._run("save", [key, old], args, durable=True))
 
     def destroy(self, sid: str) -> bool:
         """Delete the session now (and its entry in its user's index)."""
         key = self.keys.session(sid)
-        return bool(self._run("destroy", [key], [self.keys.user_index_prefix]))
+        return bool(self._run("destroy", [key], [self.keys.user_index_prefix], durable=True))
 
     # -- one user -----------------------------------------------------------
 
@@ -193,7 +223,8 @@ class SessionStore:
 
     def revoke_user(self, user_id: Any) -> int:
         """Log `user_id` out everywhere at once; returns how many sessions ended."""
-        return int(self._run("revoke_user", [self.keys.user_index(str(user_id))], []))
+        index = self.keys.user_index(str(user_id))
+        return int(self._run("revoke_user", [index], [], durable=True))
 
 
 __all__ = ["KEEP_USER", "LoadedSession", "SessionInfo", "SessionStore"]

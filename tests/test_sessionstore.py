@@ -129,6 +129,13 @@ def make_app(client: redis.Redis, name: str = "replica", *, peer: bool = False, 
     def unavailable(exc):
         return jsonify(error="store_unavailable"), 503
 
+    @app.errorhandler(500)
+    def server_error(exc):
+        # A failure while saving (after the view) arrives here, as the README says.
+        if isinstance(getattr(exc, "original_exception", None), StoreUnavailable):
+            return unavailable(exc.original_exception)
+        return "internal error", 500
+
     return app
 
 
@@ -749,3 +756,62 @@ def test_only_sessionstore_keeps_the_cookie_out_of_redis(redis_client, client_fa
     client.post("/set/a/1")
     sid = cookie_of(client)
     assert any(sid in key for key in redis_client.scan_iter("*")) is peer
+
+
+# Durability with replicas (Sentinel setups) ---------------------------------------
+
+
+@pytest.fixture
+def primary_with_replica(own_redis, tmp_path):
+    """`own_redis` as a primary, plus one real replica of it."""
+    replica_port = procs.free_port()
+    replica = procs.start_redis(
+        tmp_path / "replica",
+        replica_port,
+        extra={"replicaof": f"{procs.LOOPBACK} {own_redis.port}"},
+    )
+    primary = own_redis.client(decode_responses=True)
+    try:
+        procs.wait_until(
+            # "online" is not enough: right after its first sync a replica is
+            # still loading and acknowledges late. Wait until it keeps up.
+            lambda: primary.set("probe", 1) and primary.wait(1, 100) == 1,
+            timeout=15,
+            what="the replica to keep up",
+        )
+        yield own_redis, replica
+    finally:
+        procs.stop_process(replica.pid)
+        primary.close()
+
+
+def test_write_is_acknowledged_only_once_a_replica_has_it(primary_with_replica):
+    primary, replica = primary_with_replica
+    app = make_app(
+        redis_from_url(primary.url, retries=0),
+        replica_acks=1,
+        replica_ack_timeout=timedelta(milliseconds=300),
+    )
+    client = app.test_client()
+    assert client.post("/login/alice").status_code == 200
+    assert client.get("/read").json == {"user_id": "alice"}
+
+    procs.stop_process(replica.pid)  # no replica left to acknowledge
+    started = time.monotonic()
+    response = client.post("/set/cart/full")
+    assert response.status_code == 503  # not acknowledged: the app says so
+    assert time.monotonic() - started < 2  # bounded by the ack timeout, not a hang
+
+
+def test_durable_save_is_still_one_round_trip(primary_with_replica, tmp_path):
+    primary, _ = primary_with_replica
+    pool = redis.ConnectionPool(
+        host=procs.LOOPBACK, port=primary.port, connection_class=CountingConnection
+    )
+    app = make_app(redis.Redis(connection_pool=pool), replica_acks=1)
+    client = app.test_client()
+    client.post("/set/a/1")
+    client.post("/set/a/2")  # scripts are loaded by now
+    CountingConnection.sends = 0
+    client.post("/set/a/3")
+    assert CountingConnection.sends == 2  # one load, one pipelined save + WAIT
