@@ -16,7 +16,7 @@ from flask_wtf.csrf import CSRFProtect
 
 import sessionstore
 
-from . import api, handlers, health, web
+from . import api, clusterview, handlers, health, metrics, web
 from .config import load_config
 from .errors import STORE_ERRORS
 from .proxy import TrustedProxyFix
@@ -34,9 +34,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     url = app.config["REDIS_URL"]
     app.config.setdefault("SESSION_REDIS_URL", url)
-    sessionstore.init_app(app, redis_client=sessionstore.redis_from_url(url))
+    sessions = sessionstore.init_app(app, redis_client=sessionstore.redis_from_url(url))
+    metrics.instrument_redis(sessions.store.client, "sessions")
+    metrics.instrument_sessions(sessions.store)
     app.extensions["shop"] = ShopState(
-        redis=sessionstore.redis_from_url(url, decode_responses=True)
+        redis=metrics.instrument_redis(
+            sessionstore.redis_from_url(url, decode_responses=True), "shop"
+        )
     )
 
     csrf = CSRFProtect(app)
@@ -44,9 +48,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(clusterview.bp)
+    app.register_blueprint(metrics.bp)
     handlers.init_app(app)
     web.init_app(app)
-    app.wsgi_app = TrustedProxyFix(app.wsgi_app, app.config["TRUSTED_PROXIES"])
+    observer = metrics.RequestObserver(
+        TrustedProxyFix(app.wsgi_app, app.config["TRUSTED_PROXIES"]), app.config["REPLICA_NAME"]
+    )
+    app.extensions["shop.observer"] = observer
+    app.wsgi_app = observer
 
     with app.app_context():
         try:

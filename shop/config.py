@@ -18,6 +18,12 @@ Every other module reads ``app.config``; only this module looks at
 - ``SHOP_PASSWORD_HASH`` (``scrypt``): werkzeug hash method (scrypt or pbkdf2).
 - ``SHOP_TRUSTED_PROXIES`` (``127.0.0.1``): peers whose X-Forwarded-For counts.
 - ``SHOP_SEED_CATALOG`` (1): seed the products at start-up (only what is absent).
+- ``SHOP_HEARTBEAT_INTERVAL`` (1.0 s): how often each worker writes its
+  heartbeat for the cluster page (shop/heartbeat.py); 0 turns it off.
+- ``SHOP_REPLICA_STARTED`` (unix time; set by shop/gunicorn_conf.py in the
+  master): the replica's start, so its uptime survives worker restarts.
+- ``PROMETHEUS_MULTIPROC_DIR``: read by prometheus_client itself (see
+  shop/metrics.py); shop/gunicorn_conf.py sets one per replica.
 
 The gunicorn settings (``SHOP_BIND``, ``SHOP_WORKERS``, ...) live in
 ``shop/gunicorn_conf.py`` because gunicorn reads them before the app exists.
@@ -44,6 +50,16 @@ def _flag(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in TRUE_WORDS
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -92,6 +108,8 @@ def load_config(
             p.strip() for p in env.get("SHOP_TRUSTED_PROXIES", "127.0.0.1").split(",") if p.strip()
         ],
         "SEED_CATALOG": _flag(env.get("SHOP_SEED_CATALOG"), True),
+        "HEARTBEAT_INTERVAL": _float(env, "SHOP_HEARTBEAT_INTERVAL", 1.0),
+        "REPLICA_STARTED": _float(env, "SHOP_REPLICA_STARTED", None),
         # The JSON API is exempted from CSRF (it only takes application/json);
         # the HTML forms carry a token bound to the session.
         "WTF_CSRF_TIME_LIMIT": None,

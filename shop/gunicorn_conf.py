@@ -12,7 +12,11 @@ environment variable            default            why
                                                    (60 s), so nginx always closes first and never
                                                    reuses a connection we just dropped
 ``SHOP_FORWARDED_ALLOW_IPS``    127.0.0.1          trust X-Forwarded-* only from the local nginx
-``SHOP_ACCESS_LOG``             ``-`` (stdout)     access log path
+``SHOP_ACCESS_LOG``             (off)              gunicorn's own access log (path or ``-``);
+                                                   off because the app writes one JSON line
+                                                   per request itself (shop/logs.py)
+``PROMETHEUS_MULTIPROC_DIR``    a temp dir per     where workers share metric values
+                                bind address       (shop/metrics.py); emptied at start
 ``SHOP_CONTROL_SOCKET``         (disabled)         a path enables gunicorn's control socket;
                                                    off by default because several masters on one
                                                    machine collide on ~/.gunicorn/gunicorn.ctl
@@ -21,10 +25,21 @@ environment variable            default            why
 
 The worker is ``gthread``: the sync worker closes the connection after every
 response, which defeats nginx's upstream keepalive.
+
+Metrics: prometheus_client decides between one process and multiprocess mode
+when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``; so this file, read
+by the master before any worker exists, sets it (one directory per replica:
+replicas on one host must not add up each other's counters). ``on_starting``
+empties it, since counters of a previous run would be added to this one, and
+``child_exit`` tells prometheus_client a worker is gone (its live gauges stop
+counting). ``SHOP_REPLICA_STARTED`` gives the heartbeat the replica's start time.
 """
 
 import os
 import socket
+import tempfile
+import time
+from pathlib import Path
 
 replica = os.environ.get("REPLICA_NAME") or socket.gethostname()
 
@@ -44,10 +59,41 @@ if _control_socket:
 else:
     control_socket_disable = True
 
-accesslog = os.environ.get("SHOP_ACCESS_LOG", "-")
+accesslog = os.environ.get("SHOP_ACCESS_LOG") or None
 errorlog = os.environ.get("SHOP_ERROR_LOG", "-")
-# Time, remote address, replica, request id (nginx's X-Request-ID, echoed in the
-# response even when the app had to make one up), request, status, bytes, ms.
-access_log_format = (
-    f'%(t)s %(h)s {replica} %({{x-request-id}}o)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
-)
+# Only if SHOP_ACCESS_LOG asks for it. Time, remote address, replica, request id
+# (nginx's X-Request-ID), method, path WITHOUT the query string (%(U)s, not the
+# request line %(r)s, whose query could hold a value), status, bytes, ms. No
+# request header: never a cookie or an Idempotency-Key.
+access_log_format = f"%(t)s %(h)s {replica} %({{x-request-id}}o)s %(m)s %(U)s %(s)s %(b)s %(M)sms"
+
+
+def _metrics_dir() -> Path:
+    """PROMETHEUS_MULTIPROC_DIR if set, else a private temp dir keyed by the first bind address."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        return Path(given)
+    key = "".join(c if c.isalnum() else "_" for c in bind[0])
+    return Path(tempfile.gettempdir()) / f"shop-metrics-{os.getuid()}-{key}"
+
+
+metrics_dir = _metrics_dir()
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+
+def on_starting(server) -> None:
+    """Once, in the master before the first worker: an empty, private metrics directory."""
+    metrics_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if metrics_dir.stat().st_uid != os.getuid():
+        raise RuntimeError(f"{metrics_dir} belongs to another user; set PROMETHEUS_MULTIPROC_DIR")
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    # A restart (e.g. `shop-cluster start`) is a new replica start.
+    os.environ["SHOP_REPLICA_STARTED"] = f"{time.time():.3f}"
+
+
+def child_exit(server, worker) -> None:
+    """In the master when a worker exits: its live gauges must stop counting."""
+    from prometheus_client import multiprocess  # after the env var above is set
+
+    multiprocess.mark_process_dead(worker.pid)

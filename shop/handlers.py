@@ -18,7 +18,7 @@ from flask import Flask, Response, current_app, g, jsonify, render_template, req
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from . import catalog, shopper
+from . import catalog, metrics, shopper
 from .errors import STORE_ERRORS, ShopError, is_store_error, store_unavailable
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def error_response(err: ShopError) -> Response:
 def _store_down(exc: BaseException) -> Response:
     log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
     g.store_down = True  # the error page must not try Redis again
+    metrics.record_store_unavailable()
     return error_response(store_unavailable())
 
 
@@ -100,6 +101,8 @@ def _http_error(exc: HTTPException) -> Response:
 def _begin_request() -> None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+    # The metrics label: the route's name, never the raw path (bounded label values).
+    request.environ[metrics.ENDPOINT_KEY] = request.endpoint or metrics.UNMATCHED
 
 
 def seed_catalog() -> None:
@@ -114,7 +117,7 @@ def seed_catalog() -> None:
 
 def ensure_seeded() -> None:
     """Before a request: seed now if Redis was down when the process started."""
-    if request.endpoint not in ("health.healthz", "static"):
+    if request.endpoint not in ("health.healthz", "static", "metrics.metrics"):
         seed_catalog()
 
 

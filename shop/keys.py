@@ -37,6 +37,21 @@ Each entry: key, type, TTL, who writes it.
 - ``shop:throttle:login:ip:<address>`` string counter, TTL the window:
   throttle.py (INCR + EXPIRE NX).
 
+The cluster view (shop/heartbeat.py), written by each gunicorn worker's
+heartbeat thread about once a second, never by a request:
+
+- ``shop:cluster:worker:<replica>:<pid>`` hash, TTL 3 s (refreshed by every
+  beat): ``{replica, pid, started, worker_started, requests, beat}`` (unix
+  seconds; ``started`` is the replica's, ``requests`` this worker's total). Its
+  lapse is what marks the worker gone.
+- ``shop:cluster:workers`` sorted set, no TTL: member ``<replica>|<pid>``,
+  score the time of its last beat. The index of the hashes above (no SCAN) and
+  the "last seen" memory of replicas that are gone; members older than 10 min
+  are pruned by every beat.
+- ``shop:cluster:requests:<unix time // 10>`` hash, TTL 90 s: replica ->
+  requests it served in that 10-s bucket (HINCRBY by each beat's delta); the
+  last six buckets give "requests in the last minute".
+
 Every Lua script receives all the keys it touches in ``KEYS`` (none is built
 inside a script), so the scripts stay valid should the data ever be sharded.
 """
@@ -121,3 +136,18 @@ def login_throttle_user(folded_username: str) -> str:
 def login_throttle_ip(address: str) -> str:
     """Login attempts from one client address in the current window."""
     return f"{PREFIX}throttle:login:ip:{address}"
+
+
+def cluster_worker(replica: str, pid: int) -> str:
+    """One gunicorn worker's heartbeat (short TTL: its lapse means the worker is gone)."""
+    return f"{PREFIX}cluster:worker:{replica}:{pid}"
+
+
+def cluster_workers() -> str:
+    """Sorted set of ``<replica>|<pid>`` by last heartbeat: the index and the last-seen memory."""
+    return f"{PREFIX}cluster:workers"
+
+
+def cluster_requests(bucket: int) -> str:
+    """Hash of replica -> requests served in 10-s bucket `bucket` (unix time // 10)."""
+    return f"{PREFIX}cluster:requests:{bucket}"

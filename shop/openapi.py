@@ -35,6 +35,35 @@ IDEMPOTENCY_KEY = {
 }
 PRODUCT_ID = {"name": "product_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+REPLICA = {
+    "type": "object",
+    "required": ["name", "alive", "workers", "requests_last_minute", "last_seen"],
+    "properties": {
+        "name": {"type": "string"},
+        "alive": {"type": "boolean", "description": "a worker's heartbeat is fresh (< 3 s)"},
+        "workers": {"type": "integer", "description": "gunicorn workers beating"},
+        "pids": {"type": "array", "items": {"type": "integer"}},
+        "started": _NUMBER_OR_NULL,
+        "uptime_seconds": _NUMBER_OR_NULL,
+        "requests_total": {"type": ["integer", "null"], "description": "null once gone"},
+        "requests_last_minute": {"type": "integer"},
+        "last_seen": {"type": "number", "description": "unix time of the last heartbeat"},
+        "seconds_since_seen": {"type": "number"},
+    },
+}
+CLUSTER = {
+    "type": "object",
+    "required": ["served_by", "alive", "replicas"],
+    "properties": {
+        "served_by": {"type": "string", "description": "the replica that answered this request"},
+        "generated_at": {"type": "number"},
+        "refresh_seconds": {"type": "number"},
+        "alive": {"type": "integer"},
+        "replicas": {"type": "array", "items": REPLICA},
+    },
+}
+
 COMMON_ERRORS = {
     "503": _error("The store (Redis) is unreachable; retry after Retry-After seconds"),
 }
@@ -210,6 +239,12 @@ def document() -> dict[str, Any]:
                         "200": _json({"type": "array", "items": _ref("Order")}, "Orders"),
                         "401": not_logged_in,
                     },
+                )
+            },
+            "/api/cluster": {
+                "get": _op(
+                    "Every replica seen in the last 10 minutes, from their heartbeats",
+                    {"200": _json(CLUSTER, "Who served this, and each replica alive or gone")},
                 )
             },
             "/api/openapi.json": {

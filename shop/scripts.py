@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from . import keys
+from . import keys, metrics
 from .errors import ShopError
 
 RECORD_TTL_SECONDS = 24 * 3600
@@ -95,8 +95,10 @@ def run(
         )
     result = data.get("result")
     # cjson encodes an empty Lua table as {}; no script returns an empty result.
-    return Outcome(
+    outcome = Outcome(
         result=result if isinstance(result, dict) else {},
         replayed=kind == "replay",
         fingerprint=data.get("fp", ""),
     )
+    metrics.record_script(name, outcome.result, outcome.replayed)
+    return outcome

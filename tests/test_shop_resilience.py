@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -146,7 +147,9 @@ def test_real_gunicorn_serves_the_flow_and_logs_replica_and_request_id(gunicorn_
         lambda: "trace-abc-123" in log_path.read_text(), timeout=10, what="the access log line"
     )
     line = next(x for x in log_path.read_text().splitlines() if "trace-abc-123" in x)
-    assert "gunicorn-1" in line and "POST /api/cart/items" in line
+    record = json.loads(line)  # one JSON object per request (shop/logs.py)
+    assert record["replica"] == "gunicorn-1" and record["status"] == 201
+    assert (record["method"], record["path"]) == ("POST", "/api/cart/items")
 
 
 def test_an_unexpected_error_is_a_500_without_a_traceback(redis_server, redis_client):

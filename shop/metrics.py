@@ -1,0 +1,284 @@
+"""Prometheus metrics of one replica, served at ``/metrics``.
+
+gunicorn runs several worker processes per replica; a scrape reaches one of
+them, so each worker's counters must add up. prometheus_client's multiprocess
+mode does that: every worker writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` and the scrape sums them. shop/gunicorn_conf.py
+sets that directory (one per replica) before any worker starts, because
+prometheus_client picks its value store when first imported. Without it (the
+Flask test client, a single process) the default in-process registry is used.
+
+Everything is recorded at a few choke points, so no view has metrics code and
+no request pays an extra Redis round trip:
+
+- :class:`RequestObserver` (WSGI middleware): requests by endpoint, method and
+  status, their latency, requests in progress; it also writes the JSON access
+  line (shop/logs.py) and counts requests for the heartbeat (shop/heartbeat.py);
+- :func:`instrument_redis`: every Redis round trip of a client (single command
+  or pipeline) and its errors;
+- :func:`instrument_sessions`: sessions created and destroyed (wrapping the
+  session store's methods on the shop side; sessionstore knows nothing of it);
+- :func:`record_script`: cart operations, checkouts and idempotent replays, from
+  the outcome of every Lua script (shop/scripts.py calls it);
+- :func:`record_store_unavailable`: 503s because Redis is unreachable.
+
+Metric names (all prefixed ``shop_``):
+
+======================================  =========  ===============================
+name                                    type       labels
+======================================  =========  ===============================
+shop_http_requests_total                counter    endpoint, method, status
+shop_http_request_duration_seconds      histogram  endpoint
+shop_http_requests_in_progress          gauge      (summed over live workers)
+shop_redis_command_duration_seconds     histogram  client, command
+shop_redis_errors_total                 counter    client, error
+shop_sessions_created_total             counter
+shop_sessions_destroyed_total           counter
+shop_cart_operations_total              counter    operation, result
+shop_checkouts_total                    counter    result (ok, out_of_stock, empty_cart)
+shop_idempotent_replays_total           counter    script
+shop_store_unavailable_total            counter    (503s because Redis is down)
+======================================  =========  ===============================
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Blueprint, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+from . import logs
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ENDPOINT_KEY = "shop.endpoint"  # set in the WSGI environ by handlers._begin_request
+UNMATCHED = "unmatched"  # requests no route matched (404s, scanners): one label value
+
+# Web requests take milliseconds; the tail matters up to nginx's 30 s read timeout.
+REQUEST_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A loopback Redis round trip is ~0.1-0.5 ms; seconds mean timeouts and retries.
+REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0)
+
+HTTP_REQUESTS = Counter(
+    "shop_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "shop_http_request_duration_seconds",
+    "Time from the request reaching the app to its response",
+    ["endpoint"],
+    buckets=REQUEST_BUCKETS,
+)
+IN_PROGRESS = Gauge(
+    "shop_http_requests_in_progress",
+    "Requests being handled right now",
+    multiprocess_mode="livesum",
+)
+REDIS_DURATION = Histogram(
+    "shop_redis_command_duration_seconds",
+    "One Redis round trip (a command, a script or a whole pipeline)",
+    ["client", "command"],
+    buckets=REDIS_BUCKETS,
+)
+REDIS_ERRORS = Counter(
+    "shop_redis_errors_total", "Redis round trips that raised", ["client", "error"]
+)
+SESSIONS_CREATED = Counter("shop_sessions_created_total", "Sessions first stored in Redis")
+SESSIONS_DESTROYED = Counter(
+    "shop_sessions_destroyed_total", "Sessions deleted on purpose (logout, revoke)"
+)
+CART_OPERATIONS = Counter(
+    "shop_cart_operations_total", "Cart changes (replays excluded)", ["operation", "result"]
+)
+CHECKOUTS = Counter("shop_checkouts_total", "Checkouts (replays excluded)", ["result"])
+IDEMPOTENT_REPLAYS = Counter(
+    "shop_idempotent_replays_total",
+    "Requests answered from a stored first result (a retry or a resubmitted form)",
+    ["script"],
+)
+STORE_UNAVAILABLE = Counter(
+    "shop_store_unavailable_total", "Requests answered 503 because Redis was unreachable"
+)
+
+CART_SCRIPTS = {"cart_add": "add", "cart_set": "set", "cart_merge": "merge"}
+
+bp = Blueprint("metrics", __name__)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory workers share their values through, or None (one process)."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def exposition() -> bytes:
+    """The metrics text: summed over every worker of this replica when there are several."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus scrapes each replica here (nginx does not forward /metrics)."""
+    return Response(exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- Redis ---------------------------------------------------------------------
+
+
+def _timed(client_name: str, command: Callable[[], str], call: Callable[..., Any]):
+    @functools.wraps(call)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            REDIS_ERRORS.labels(client_name, type(exc).__name__).inc()
+            raise
+        finally:
+            name = command() if not args else str(args[0]).upper()
+            REDIS_DURATION.labels(client_name, name).observe(time.perf_counter() - start)
+
+    return wrapper
+
+
+def instrument_redis(client: Any, client_name: str) -> Any:
+    """Time every round trip of `client` (a redis.Redis) and count its errors.
+
+    Every command goes through ``execute_command`` and every pipeline through
+    its ``execute``: wrapping those two on this one instance covers the shop's
+    calls, its Lua scripts and sessionstore's scripts without touching their
+    code. Returns `client`.
+    """
+    client.execute_command = _timed(client_name, lambda: "UNKNOWN", client.execute_command)
+    make_pipeline = client.pipeline
+
+    @functools.wraps(make_pipeline)
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        pipe.execute = _timed(client_name, lambda: "PIPELINE", pipe.execute)
+        return pipe
+
+    client.pipeline = pipeline
+    return client
+
+
+# -- sessions and scripts --------------------------------------------------------
+
+
+def instrument_sessions(store: Any) -> Any:
+    """Count sessions created and destroyed by wrapping `store` (a SessionStore).
+
+    A save with ``is_new`` that Redis accepted (TTL > 0) created a session;
+    ``destroy`` and ``revoke_user`` report how many ended. Returns `store`.
+    """
+    save, destroy, revoke_user = store.save, store.destroy, store.revoke_user
+
+    @functools.wraps(save)
+    def counted_save(**kwargs: Any) -> int:
+        ttl_ms = save(**kwargs)
+        if kwargs.get("is_new") and ttl_ms:
+            SESSIONS_CREATED.inc()
+        return ttl_ms
+
+    @functools.wraps(destroy)
+    def counted_destroy(sid: str) -> bool:
+        gone = destroy(sid)
+        if gone:
+            SESSIONS_DESTROYED.inc()
+        return gone
+
+    @functools.wraps(revoke_user)
+    def counted_revoke(user_id: Any) -> int:
+        count = revoke_user(user_id)
+        if count:
+            SESSIONS_DESTROYED.inc(count)
+        return count
+
+    store.save, store.destroy, store.revoke_user = counted_save, counted_destroy, counted_revoke
+    return store
+
+
+def record_script(name: str, result: dict[str, Any], replayed: bool) -> None:
+    """Count what one Lua script did; a replay changed nothing, so it counts only as one."""
+    if replayed:
+        IDEMPOTENT_REPLAYS.labels(name).inc()
+        return
+    outcome = str(result.get("error") or "ok")
+    if name in CART_SCRIPTS:
+        CART_OPERATIONS.labels(CART_SCRIPTS[name], outcome).inc()
+    elif name == "checkout":
+        CHECKOUTS.labels(outcome).inc()
+
+
+def record_store_unavailable() -> None:
+    """One more 503 because Redis could not be reached."""
+    STORE_UNAVAILABLE.inc()
+
+
+# -- requests --------------------------------------------------------------------
+
+
+class RequestObserver:
+    """WSGI middleware: per-request metrics, the JSON access line and the served count.
+
+    It sits outside Flask, so every request is seen exactly once, whatever
+    error handling happened inside, and its status and request id are read
+    from the response headers the app produced.
+    """
+
+    def __init__(self, app: Any, replica: str) -> None:
+        self.app = app
+        self.replica = replica
+        self._served = itertools.count(1)
+        self.served = 0  # requests answered by this process: the heartbeat reports it
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        start = time.perf_counter()
+        seen: dict[str, Any] = {}
+
+        def observing_start_response(status: str, headers: list, *args: Any) -> Any:
+            seen["status"] = status
+            seen["headers"] = headers
+            return start_response(status, headers, *args)
+
+        IN_PROGRESS.inc()
+        try:
+            return self.app(environ, observing_start_response)
+        finally:
+            IN_PROGRESS.dec()
+            self._finished(environ, seen, time.perf_counter() - start)
+
+    def _finished(self, environ: dict[str, Any], seen: dict[str, Any], seconds: float) -> None:
+        status = int(str(seen.get("status", "500")).split(" ", 1)[0])
+        endpoint = environ.get(ENDPOINT_KEY) or UNMATCHED
+        method = environ.get("REQUEST_METHOD", "-")
+        HTTP_REQUESTS.labels(endpoint, method, str(status)).inc()
+        HTTP_DURATION.labels(endpoint).observe(seconds)
+        self.served = next(self._served)
+        request_id = next(
+            (v for k, v in seen.get("headers", []) if k.lower() == "x-request-id"), "-"
+        )
+        logs.access(
+            replica=self.replica,
+            request_id=request_id or "-",
+            method=method,
+            path=environ.get("PATH_INFO", ""),
+            status=status,
+            seconds=seconds,
+        )

@@ -1,0 +1,69 @@
+/* The cluster page redraws itself from /api/cluster every few seconds.
+   No framework and no CDN; text is set with textContent, never as HTML.
+   Without script, the page's <noscript> meta refresh reloads it instead. */
+(function () {
+  "use strict";
+  var summary = document.getElementById("cluster-summary");
+  var rows = document.getElementById("cluster-rows");
+  if (!summary || !rows || !window.fetch) { return; }
+  var api = summary.getAttribute("data-api");
+  var every = 1000 * (parseFloat(summary.getAttribute("data-refresh")) || 2);
+
+  function duration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    if (s < 60) { return s + " s"; }
+    var m = Math.floor(s / 60);
+    if (m < 60) { return m + " min " + (s % 60) + " s"; }
+    return Math.floor(m / 60) + " h " + (m % 60) + " min";
+  }
+
+  function cell(tag, text, cls) {
+    var el = document.createElement(tag);
+    el.textContent = text;
+    if (cls) { el.className = cls; }
+    if (tag === "th") { el.setAttribute("scope", "row"); }
+    return el;
+  }
+
+  function row(r, servedBy) {
+    var tr = document.createElement("tr");
+    tr.className = "replica " + (r.alive ? "alive" : "gone") + (r.name === servedBy ? " this" : "");
+    tr.setAttribute("data-name", r.name);
+    var name = cell("th", r.name);
+    if (r.name === servedBy) {
+      name.appendChild(document.createTextNode(" "));
+      name.appendChild(cell("span", "served this page", "badge"));
+    }
+    tr.appendChild(name);
+    tr.appendChild(cell("td", r.alive ? "alive" : "gone", "state"));
+    tr.appendChild(cell("td", String(r.workers), "num"));
+    tr.appendChild(cell("td", r.uptime_seconds === null ? "–" : duration(r.uptime_seconds), "num"));
+    tr.appendChild(cell("td", r.requests_total === null ? "–" : String(r.requests_total), "num"));
+    tr.appendChild(cell("td", String(r.requests_last_minute), "num"));
+    tr.appendChild(cell("td", duration(r.seconds_since_seen) + " ago", "num"));
+    return tr;
+  }
+
+  function draw(data) {
+    document.getElementById("page-served-by").textContent = data.served_by;
+    document.getElementById("alive-count").textContent = String(data.alive);
+    document.getElementById("replica-count").textContent = String(data.replicas.length);
+    var fresh = document.createDocumentFragment();
+    data.replicas.forEach(function (r) { fresh.appendChild(row(r, data.served_by)); });
+    rows.replaceChildren(fresh);
+    summary.removeAttribute("data-error");
+  }
+
+  function refresh() {
+    fetch(api, { headers: { "Accept": "application/json" }, cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        return response.json();
+      })
+      .then(draw)
+      .catch(function () { summary.setAttribute("data-error", "stale"); })
+      .then(function () { window.setTimeout(refresh, every); });
+  }
+
+  window.setTimeout(refresh, every);
+}());
