@@ -40,17 +40,38 @@ def _chromium_path() -> str:
     return path
 
 
+_BROWSER = pytest.StashKey[object]()
+
+
 @pytest.fixture(scope="session", name="browser")
-def browser_fixture() -> Iterator:
-    """One headless Chromium for the whole test session."""
+def browser_fixture(request: pytest.FixtureRequest):
+    """One headless Chromium for the whole test session.
+
+    Each test module imports this fixture, and playwright's sync API allows one
+    running instance per thread, so the browser is kept in the pytest config
+    and closed when the session ends."""
+    if _BROWSER in request.config.stash:
+        return request.config.stash[_BROWSER]
     sync_api = pytest.importorskip("playwright.sync_api")
     path = _chromium_path()
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+    playwright = sync_api.sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(
+            executable_path=path, args=CHROMIUM_ARGS, headless=True
+        )
+    except BaseException:
+        playwright.stop()
+        raise
+
+    def close() -> None:
         try:
-            yield browser
-        finally:
             browser.close()
+        finally:
+            playwright.stop()
+
+    request.config.add_cleanup(close)
+    request.config.stash[_BROWSER] = browser
+    return browser
 
 
 def new_context(browser, **options):
