@@ -23,6 +23,8 @@ TEMPLATE_NAME = "nginx.conf.j2"
 # The shop's static files, served by nginx itself (shop/cluster/../static).
 STATIC_ROOT = TEMPLATE_DIR.parent / "static"
 HEALTH_PATH = "/nginx-health"
+# nginx's stub_status, reachable from loopback only.
+STATUS_PATH = "/nginx-status"
 
 # Docker Compose: the service name, the port gunicorn binds in the image, and
 # where docker-compose.yml mounts the static files into the nginx container.
@@ -45,6 +47,7 @@ class NginxSettings:
     resolve: bool = False
     resolver: str | None = None
     health_path: str = HEALTH_PATH
+    status_path: str = STATUS_PATH
     prefix: str = ""
     error_log: str = ""
     run_as_user: str | None = None
