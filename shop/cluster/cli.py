@@ -106,15 +106,27 @@ def yes_no(flag: bool) -> str:
     return "[green]yes[/]" if flag else "[red]no[/]"
 
 
+def _count(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def status_table(status: dict[str, Any]) -> Table:
-    """One row per process: the table `up` and `status` print."""
+    """One row per process: the table `up` and `status` print.
+
+    Request counts come from the replicas' heartbeats (nginx: its stub_status);
+    "heartbeat" says whether the replica's heartbeat in Redis is fresh.
+    """
     table = Table(title=f"shop cluster at {status['url']}", title_justify="left")
-    for column in ("name", "pid", "port", "alive", "ready"):
-        table.add_column(column, justify="right" if column in ("pid", "port") else "left")
+    numeric = ("pid", "port", "requests", "last min")
+    for column in ("name", "pid", "port", "alive", "ready", "heartbeat", *numeric[2:]):
+        table.add_column(column, justify="right" if column in numeric else "left")
     for proc in [status["nginx"], *status["replicas"], status["redis"]]:
+        beat = proc.get("heartbeat")
         table.add_row(
             proc["name"], str(proc["pid"] or "-"), str(proc["port"]),
             yes_no(proc["alive"]), yes_no(proc["ready"]),
+            "" if beat is None else yes_no(beat),
+            _count(proc.get("requests")), _count(proc.get("requests_last_minute")),
         )  # fmt: skip
     return table
 

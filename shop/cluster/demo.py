@@ -79,7 +79,9 @@ def run_demo(
         Panel.fit(
             f"The shop at [bold cyan]{url}/[/]\n"
             f"nginx in front of {len(state.replicas)} replicas; every session and cart "
-            f"lives in Redis.\n{BACKGROUND_SHOPPERS} simulated shoppers keep it busy meanwhile.",
+            f"lives in Redis.\n{BACKGROUND_SHOPPERS} simulated shoppers keep it busy meanwhile.\n"
+            f"Open [bold cyan]{url}/cluster[/] in a browser and watch the killed replica "
+            f"go and come back.",
             title="kill-a-node demo",
         )
     )

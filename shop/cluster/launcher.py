@@ -241,6 +241,9 @@ class Cluster:
             "REPLICA_NAME": replica.name,
             "SHOP_BIND": bind,
             "PYTHONUNBUFFERED": "1",
+            # Where this replica's workers add up their metrics: inside the
+            # workdir, one folder per replica (emptied by gunicorn at start).
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics" / replica.name),
         }
 
     def _replica_argv(self, replica: Proc) -> list[str]:
@@ -446,15 +449,25 @@ class Cluster:
         nginx_ready = state.nginx.alive() and _http_ok(
             f"{state.url.rstrip('/')}{nginxconf.HEALTH_PATH}"
         )
+        beats = _heartbeats(state.redis.port) if redis_ready else {}
+        nginx = entry(state.nginx, nginx_ready)
+        if nginx_ready:
+            nginx.update(_stub_status(f"{state.url.rstrip('/')}{nginxconf.STATUS_PATH}"))
+        replicas = []
+        for r in state.replicas:
+            replica = entry(r, r.alive() and _http_ok(f"http://{procs.LOOPBACK}:{r.port}/readyz"))
+            beat = beats.get(r.name)
+            # From the replica's heartbeats in Redis (shop/heartbeat.py).
+            replica["heartbeat"] = bool(beat and beat.alive)
+            replica["requests"] = beat.requests_total if beat else None
+            replica["requests_last_minute"] = beat.requests_last_minute if beat else None
+            replicas.append(replica)
         return {
             "url": state.url,
             "workdir": str(self.workdir),
             "redis": entry(state.redis, redis_ready),
-            "nginx": entry(state.nginx, nginx_ready),
-            "replicas": [
-                entry(r, r.alive() and _http_ok(f"http://{procs.LOOPBACK}:{r.port}/readyz"))
-                for r in state.replicas
-            ],
+            "nginx": nginx,
+            "replicas": replicas,
         }
 
 
@@ -490,6 +503,32 @@ def _redis_ping(port: int) -> bool:
         return procs._redis_ping(port)
     except OSError:
         return False
+
+
+def _heartbeats(port: int) -> dict[str, Any]:
+    """The replicas' heartbeats by name (empty if Redis cannot be read)."""
+    import redis
+
+    from shop import heartbeat  # Redis only, no Flask app: the launcher still never runs the app
+
+    client = redis.Redis(host=procs.LOOPBACK, port=port, socket_timeout=2, decode_responses=True)
+    try:
+        return {view.name: view for view in heartbeat.read_cluster(client)}
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+def _stub_status(url: str) -> dict[str, int]:
+    """nginx's stub_status as numbers: active connections and requests handled."""
+    try:
+        lines = requests.get(url, timeout=2).text.splitlines()
+        _accepted, handled, total = (int(n) for n in lines[2].split())
+        active = int(lines[0].rsplit(":", 1)[1])
+    except (requests.RequestException, IndexError, ValueError):
+        return {}
+    return {"active_connections": active, "connections": handled, "requests": total}
 
 
 def _tail(path: Path, lines: int = 15) -> str:
