@@ -9,24 +9,31 @@ carts, stock, users and orders are all in the shared Redis.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from flask_wtf.csrf import CSRFProtect
-
-import sessionstore
-
-from . import api, clusterview, handlers, health, metrics, web
-from .config import load_config
-from .errors import STORE_ERRORS
-from .proxy import TrustedProxyFix
-from .shopper import ShopState
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the shop app; `config` entries override the environment's settings."""
+    # Imported here, not at the top: gunicorn imports shop.gunicorn_conf, and so
+    # this package, in its master before that file sets PROMETHEUS_MULTIPROC_DIR.
+    # prometheus_client fixes its mode when first imported, so nothing that
+    # imports it (shop.metrics, via the blueprints) may load before the workers.
+    from flask import Flask
+    from flask_wtf.csrf import CSRFProtect
+
+    import sessionstore
+
+    from . import api, clusterview, handlers, health, metrics, web
+    from .config import load_config
+    from .errors import STORE_ERRORS
+    from .proxy import TrustedProxyFix
+    from .shopper import ShopState
+
     app = Flask(__name__)
     app.config.update(load_config(overrides=config))
     app.secret_key = app.config["SECRET_KEY"]

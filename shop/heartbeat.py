@@ -98,7 +98,7 @@ class Heartbeat:
         self.reported = served  # only once written: a failed beat's requests go in the next
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:  # beat at once (a new worker shows up without delay), then every interval
             try:
                 self.beat()
             except Exception as exc:  # never let the thread die; Redis may come back
@@ -109,6 +109,8 @@ class Heartbeat:
                 if self._failing:
                     log.info("heartbeat restored")
                 self._failing = False
+            if self._stop.wait(self.interval):
+                return
 
     def start(self) -> Heartbeat:
         """Start the thread (call in the worker process, after gunicorn forked it)."""

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 from flask import session
-from shop_support import PASSWORD, TEST_SECRET, login, make_app, register
+from shop_support import PASSWORD, login, make_app, register
 
 from shop.cluster import procs
 
@@ -86,40 +84,6 @@ def test_app_starting_while_redis_is_down_seeds_the_catalog_once_it_is_back(own_
     finally:
         own_redis.start()
     assert len(app.test_client().get("/api/products").get_json()) >= 10
-
-
-@pytest.fixture
-def gunicorn_replica(redis_server, redis_client, tmp_path):
-    """One real gunicorn replica (gthread, our config) on a free port; stopped by pid."""
-    port = procs.free_port()
-    log_path = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "SECRET_KEY": TEST_SECRET,
-        "REPLICA_NAME": "gunicorn-1",
-        "SHOP_BIND": f"127.0.0.1:{port}",
-        "SHOP_WORKERS": "2",
-        "SHOP_THREADS": "2",
-        "SHOP_PASSWORD_HASH": "pbkdf2:sha256:1000",
-    }
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    proc = procs.spawn(
-        [gunicorn, "-c", str(ROOT / "shop" / "gunicorn_conf.py"), "shop.wsgi:app"],
-        log_path=log_path,
-        env=env,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        procs.wait_until(
-            lambda: requests.get(f"{base}/readyz", timeout=1).status_code == 200,
-            timeout=30,
-            what=f"gunicorn /readyz (log: {log_path})",
-        )
-        yield base, log_path
-    finally:
-        procs.stop_process(proc.pid, timeout=15)
 
 
 def test_real_gunicorn_serves_the_flow_and_logs_replica_and_request_id(gunicorn_replica):
