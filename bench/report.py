@@ -88,6 +88,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _inproc(us: float | None, bare_us: float | None) -> str:
+    if us is None:
+        return "-"
+    return f"{us:,.0f} ({bare_us / us:.2f}x)" if bare_us else f"{us:,.0f}"
+
+
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -104,11 +110,18 @@ def sessions_section(data: dict[str, Any]) -> str:
         f"wrk: {cfg['connections']} connections, 2 threads, {cfg['duration']:g} s per run, "
         f"{cfg['reps']} repetitions, variants interleaved (order rotated per repetition). "
         "Figures are medians over repetitions; ratios are taken within a repetition "
-        "(side by side) and then the median.",
+        "(side by side) and then the median. *app CPU us/req*: CPU of the variant's "
+        "gunicorn workers divided by requests served, under load. *in-process CPU us/req*: "
+        "the same app driven by Flask's test client in one thread, no server, best of 3 "
+        "batches of 1,000; its ratio (bare's CPU / the variant's) is what req/s would be "
+        "relative to `bare` if the app were all there is, and it is the figure least moved "
+        "by the neighbours on this shared machine.",
         "",
     ]
+    inproc = data.get("inprocess_us", {})
     for endpoint, rows in s["endpoints"].items():
         out += [f"### `{'GET /read' if endpoint == 'read' else 'POST /write'}`", ""]
+        bare_us = inproc.get("bare", {}).get(endpoint)
         table_rows = []
         for variant, r in rows.items():
             trips = data["round_trips"].get(variant, {}).get(endpoint, {})
@@ -121,6 +134,7 @@ def sessions_section(data: dict[str, Any]) -> str:
                     f"{r['p50_ms']:.1f}",
                     f"{r['p99_ms']:.1f}",
                     f"{r.get('app_us_per_request', 0):,.0f}",
+                    _inproc(inproc.get(variant, {}).get(endpoint), bare_us),
                     f"{trips.get('trips', 0):g}",
                     f"{trips.get('commands', 0):g}",
                     f"{r['commands_per_request']:g}",
@@ -139,6 +153,7 @@ def sessions_section(data: dict[str, Any]) -> str:
                     "p50 ms",
                     "p99 ms",
                     "app CPU us/req",
+                    "in-process CPU us/req (bare / variant)",
                     "Redis trips/req",
                     "Redis cmds/req",
                     "cmds/req under load",

@@ -17,7 +17,9 @@ Method (why each step is there):
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 import requests
 
 from . import measure, profile
-from .apps import REDIS_VARIANTS, VARIANTS
+from .apps import REDIS_VARIANTS, VARIANTS, create_app
 from .stack import GUNICORN_SETTINGS, Stack, running_stack
 
 ENDPOINTS = {"read": ("GET", "/read"), "write": ("POST", "/write")}
@@ -140,6 +142,8 @@ def run_sessions(
                 progress(f"counting Redis round trips for {variant} (MONITOR pass)")
                 trips[variant] = count_round_trips(stack, variant, cookies[0])
 
+        progress("measuring each app's CPU per request in-process (test client)")
+        inprocess = inprocess_cpu(stack, variants)
         runs: list[dict[str, Any]] = []
         admin = stack.redis()
         total = config.reps * (len(ENDPOINTS) * len(variants) + 1)
@@ -193,6 +197,7 @@ def run_sessions(
     return {
         "config": config.__dict__ | {"variants": list(variants)},
         "profiles": profiles,
+        "inprocess_us": inprocess,
         "gunicorn": " ".join(GUNICORN_SETTINGS),
         "sizes": sizes,
         "round_trips": trips,
@@ -202,6 +207,41 @@ def run_sessions(
 
 
 PROFILED = ("bare", "flask_session_norefresh", "sessionstore")
+INPROCESS_REQUESTS = 1000
+
+
+def inprocess_cpu(stack: Stack, variants: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """CPU microseconds per request of each variant's app alone, through Flask's
+    test client in this process (no gunicorn, no nginx), best of 3 batches.
+
+    This counts only this thread's CPU (time.thread_time), so neighbours on a
+    shared machine slow it far less than they slow req/s: the steadiest view of
+    what the session machinery itself costs (the Redis round trip's client side
+    included, Redis's own work not)."""
+    old = os.environ.get("BENCH_REDIS_URL")
+    os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{stack.redis_port}"
+    try:
+        out: dict[str, dict[str, float]] = {}
+        for variant in variants:
+            client = create_app(variant).test_client()
+            client.post("/login?n=999999")
+            out[variant] = {}
+            for endpoint, (method, path) in ENDPOINTS.items():
+                for _ in range(100):
+                    client.open(path, method=method)
+                best = float("inf")
+                for _ in range(3):
+                    t0 = time.thread_time()
+                    for _ in range(INPROCESS_REQUESTS):
+                        client.open(path, method=method)
+                    best = min(best, (time.thread_time() - t0) / INPROCESS_REQUESTS)
+                out[variant][endpoint] = round(best * 1e6, 1)
+        return out
+    finally:
+        if old is None:
+            os.environ.pop("BENCH_REDIS_URL", None)
+        else:
+            os.environ["BENCH_REDIS_URL"] = old
 
 
 def profile_variants(
