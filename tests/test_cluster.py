@@ -21,12 +21,18 @@ import requests
 from cluster_support import Launcher, leftovers, running_cluster
 
 from shop.cluster import procs
-from shop.cluster.shoppers import Load, LoadReport, Shopper
+from shop.cluster.shoppers import Load, LoadReport, Shopper, plentiful
 
 pytestmark = pytest.mark.cluster
 
 LOAD_SHOPPERS = 8
 LOAD_SECONDS = 15.0
+# Per shopper; high enough that time, not count, ends the load in these tests.
+LOAD_MAX_REQUESTS = 2000
+
+
+def load(url: str, seconds: float = LOAD_SECONDS) -> Load:
+    return Load(url, LOAD_SHOPPERS, duration=seconds, max_requests=LOAD_MAX_REQUESTS)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def test_status_names_every_process(cluster: Launcher) -> None:
     assert [r["name"] for r in status["replicas"]] == ["shop-1", "shop-2", "shop-3"]
     for proc in [status["redis"], status["nginx"], *status["replicas"]]:
         assert proc["alive"] and proc["ready"], proc
-        assert set(proc) == {"name", "pid", "port", "alive", "ready"}
+        assert set(proc) >= {"name", "pid", "port", "alive", "ready"}
 
 
 def test_consecutive_requests_are_served_by_every_replica(cluster: Launcher) -> None:
@@ -81,7 +87,7 @@ def test_up_twice_is_refused_clearly(cluster: Launcher) -> None:
 def test_a_killed_replica_loses_no_session_and_no_cart(cluster: Launcher) -> None:
     shopper = Shopper(cluster.url)
     shopper.sign_up()
-    for product in shopper.products()[:3]:
+    for product in plentiful(shopper.products(), 3):
         assert shopper.add(product["id"], 2)
     victim = shopper.last_served_by
     before = {r["name"]: r["pid"] for r in cluster.status()["replicas"]}
@@ -106,17 +112,20 @@ def test_a_killed_replica_loses_no_session_and_no_cart(cluster: Launcher) -> Non
 def test_no_request_fails_while_a_replica_is_killed_and_restarted_under_load(
     cluster: Launcher,
 ) -> None:
-    with Load(cluster.url, LOAD_SHOPPERS, duration=LOAD_SECONDS) as load:
+    with load(cluster.url, LOAD_SECONDS + 10) as shoppers:
         time.sleep(3)
         cluster.run("kill", "shop-2")
-        killed_at = load.requests_so_far()
         time.sleep(5)
         cluster.run("start", "shop-2")
-        time.sleep(LOAD_SECONDS - 8)
-    report = load.report()
-    assert_clean(report, at_least=LOAD_SHOPPERS * 20)
-    assert load.requests_so_far() > killed_at  # the load went on past the kill
-    assert report.served_by["shop-2"] > 0
+        served_before_restart = shoppers.served_by()["shop-2"]
+        procs.wait_until(  # nginx probes it again after fail_timeout (5 s)
+            lambda: shoppers.served_by()["shop-2"] > served_before_restart,
+            timeout=10,
+            what="shop-2 to serve the load again",
+        )
+        time.sleep(2)
+    report = shoppers.report()
+    assert_clean(report, at_least=LOAD_SHOPPERS * 100)
 
 
 def test_demo_on_a_running_cluster_tells_the_story_and_leaves_it_running(
@@ -133,7 +142,7 @@ def test_demo_on_a_running_cluster_tells_the_story_and_leaves_it_running(
 
 
 def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> None:
-    with Load(cluster.url, LOAD_SHOPPERS, duration=LOAD_SECONDS + 10) as load:
+    with load(cluster.url, LOAD_SECONDS + 10) as shoppers:
         time.sleep(2)
         cluster.run("scale", "5")
         names = [r["name"] for r in cluster.status()["replicas"]]
@@ -142,9 +151,11 @@ def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> Non
         assert {"shop-4", "shop-5"} <= set(served_by(cluster.url, 10))
         removed = [r["pid"] for r in cluster.status()["replicas"][2:]]
         cluster.run("scale", "2")
+        after_scale_down = shoppers.requests_so_far()
         time.sleep(3)
-    report = load.report()
-    assert_clean(report, at_least=LOAD_SHOPPERS * 20)
+        assert shoppers.requests_so_far() > after_scale_down  # still under load
+    report = shoppers.report()
+    assert_clean(report, at_least=LOAD_SHOPPERS * 100)
     assert [r["name"] for r in cluster.status()["replicas"]] == ["shop-1", "shop-2"]
     assert leftovers(set(removed)) == set()
     assert set(served_by(cluster.url, 6)) == {"shop-1", "shop-2"}
@@ -230,7 +241,7 @@ def test_foreground_streams_prefixed_logs_and_sigterm_stops_everything(tmp_path:
             proc.wait()
         launcher.run("down", check=False)
     assert proc.returncode == 0, out
-    assert re.search(r"shop-1 \| .*GET /api/products", out)
+    assert re.search(r"shop-1 \| .*/api/products", out)
     assert re.search(r"nginx-access \| .*upstream=127\.0\.0\.1:\d+ ustatus=200", out)
     assert "Stopped." in out
     assert leftovers(pids) == set()

@@ -261,10 +261,14 @@ class Cluster:
         return [*argv, self.wsgi_app]
 
     def _spawn_replica(self, replica: Proc, state: State) -> None:
+        env = self.replica_env(replica, state)
+        # prometheus_client writes there from the first metric on, which may
+        # come before gunicorn's on_starting hook would create the folder.
+        Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
         popen = procs.spawn(
             self._replica_argv(replica),
             log_path=self.log_dir / f"{replica.name}.log",
-            env=self.replica_env(replica, state),
+            env=env,
             cwd=self.workdir,
         )
         replica.record(popen)

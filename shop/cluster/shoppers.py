@@ -129,6 +129,12 @@ class Shopper:
         return self.final_cart == {p: q for p, q in self.acknowledged.items() if q}
 
 
+def plentiful(products: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The `count` products with the most stock: what a checkout can still buy
+    after earlier runs on the same cluster took the rare ones."""
+    return sorted(products, key=lambda p: p["stock"], reverse=True)[:count]
+
+
 @dataclass
 class LoadReport:
     """What a background load did, summed over its shoppers."""
@@ -222,6 +228,13 @@ class Load:
     def requests_so_far(self) -> int:
         return sum(s.requests_made for s in self.shoppers)
 
+    def served_by(self) -> Counter[str]:
+        """Requests answered so far, by replica (from X-Served-By)."""
+        served: Counter[str] = Counter()
+        for shopper in self.shoppers:
+            served.update(shopper.served_by)
+        return served
+
     def report(self) -> LoadReport:
         """Stop (if running), check every cart, and sum up."""
         self.stop()
@@ -230,15 +243,12 @@ class Load:
             for s in self.shoppers
             if not s.verify()
         ]
-        served: Counter[str] = Counter()
-        for shopper in self.shoppers:
-            served.update(shopper.served_by)
         return LoadReport(
             shoppers=len(self.shoppers),
             requests=self.requests_so_far(),
             failures=[f"{s.name}: {f}" for s in self.shoppers for f in s.failures],
             carts_match=not mismatches,
             mismatches=mismatches,
-            served_by=served,
+            served_by=self.served_by(),
             seconds=self.stopped - self.started,
         )
