@@ -4,6 +4,7 @@ clear one-line messages, the right exit codes, no tracebacks, nothing started.""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,3 +143,15 @@ def test_bad_numbers_are_refused(tmp_path: Path) -> None:
     result = launcher.run("up", "--replicas", "0", "--port", str(procs.free_port()), check=False)
     assert result.returncode == 1 and "at least 1" in result.stderr
     assert launcher.run("scale", "zero", check=False).returncode == 2  # argparse's usage error
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind((procs.LOOPBACK, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = Launcher(tmp_path / "c").run("up", "--port", str(port), check=False)
+    assert result.returncode == 1
+    assert f"port {port} is already in use" in result.stderr
+    assert not (tmp_path / "c" / "state.json").exists()
+    assert not (tmp_path / "c" / "redis").exists()  # checked before starting anything
