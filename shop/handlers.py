@@ -126,7 +126,11 @@ def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if request.endpoint != "static":
-        response.headers.setdefault("Cache-Control", "no-store")
+        # private: no shared cache may keep a shopper's page; no-cache: always
+        # revalidated on a normal visit. Not no-store: a browser's Back then
+        # shows the page as it was, with the same idempotency keys in its
+        # forms, so "back, then submit again" is recognised as a repeat.
+        response.headers.setdefault("Cache-Control", "private, no-cache")
     if response.mimetype == "text/html":
         response.headers.setdefault(
             "Content-Security-Policy",

@@ -98,13 +98,13 @@ def _see_other(endpoint: str, **values: Any) -> Response:
     return redirect(url_for(endpoint, **values), code=303)
 
 
-def _attempt(action: Callable[[], str], back: str) -> Response:
+def _attempt(action: Callable[[], str], back: str, **values: Any) -> Response:
     """Run a form action; flash its message (or the domain error) and go back to `back`."""
     try:
         flash(action(), "success")
     except ShopError as err:
         flash(err.message, "error")
-    return _see_other(back)
+    return _see_other(back, **values)
 
 
 def _login_first(message: str, back: str) -> Response:
@@ -136,7 +136,15 @@ def add_to_cart():
         name = catalog.products_by_id(shopper.store(), [product_id])[product_id].name
         return f"Added {qty} × {name} to your cart."
 
-    return _attempt(action, "web.catalog_page")
+    # Back to the catalog at the product, under its own URL: the browser's
+    # cached copy of the page the form was on is not overwritten, so Back
+    # shows that page with the same idempotency key, and submitting it again
+    # is recognised as a repeat.
+    try:
+        product_id = cart.parse_product_id(request.form.get("product_id", ""))
+    except ShopError:
+        return _attempt(action, "web.catalog_page")
+    return _attempt(action, "web.catalog_page", added=product_id, _anchor=f"product-{product_id}")
 
 
 @bp.get("/cart")
