@@ -20,6 +20,7 @@ CATEGORIES = (
     ("redis-py (client, parsing, socket I/O)", re.compile(r"(^|/)redis/|hiredis")),
     ("sessionstore", re.compile(r"(^|/)sessionstore/")),
     ("Flask-Session / msgspec", re.compile(r"(^|/)flask_session/|msgspec")),
+    ("prometheus_client (the shop's metrics)", re.compile(r"(^|/)prometheus_client/")),
     ("shop app code", re.compile(r"(^|/)shop/")),
     ("bench app code", re.compile(r"(^|/)bench/")),
     ("Jinja2", re.compile(r"(^|/)jinja2/")),

@@ -94,6 +94,10 @@ def _inproc(us: float | None, bare_us: float | None) -> str:
     return f"{us:,.0f} ({bare_us / us:.2f}x)" if bare_us else f"{us:,.0f}"
 
 
+def _measured(data: dict[str, Any]) -> str:
+    return f"Measured {data['meta']['date']} by `{data.get('command', '')}`"
+
+
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -105,7 +109,7 @@ def sessions_section(data: dict[str, Any]) -> str:
     out = [
         "## Session variants, side by side",
         "",
-        f"Measured {data['meta']['date']}. Each variant: its own gunicorn "
+        f"{_measured(data)}. Each variant: its own gunicorn "
         f"(`{data['gunicorn']}`), all behind one nginx, one redis-server (AOF everysec). "
         f"wrk: {cfg['connections']} connections, 2 threads, {cfg['duration']:g} s per run, "
         f"{cfg['reps']} repetitions, variants interleaved (order rotated per repetition). "
@@ -271,12 +275,27 @@ def scale_section(data: dict[str, Any]) -> str:
         ]
         for c in data["checkpoints"]
     ]
-    anatomy = data.get("anatomy", {})
+    anatomy = dict(data.get("anatomy", {}))
+    limit = anatomy.pop("zset_max_listpack_value", 64)  # Redis 7.0's default
+    index = anatomy.get("user_index", {})
+    note = ""
+    if index.get("encoding") == "skiplist":
+        member = anatomy["hash"]["key_length"]
+        proposed = [anatomy.get(k, {}).get("bytes") for k in anatomy if "proposed" in k]
+        now = anatomy["hash"]["bytes"] + index["bytes"]
+        note = (
+            f"The user index holds the session's key ({member} characters) as its member; "
+            f"that is over Redis's `zset-max-listpack-value` ({limit}), so even a one-member "
+            "index is stored as a skiplist instead of a compact listpack: most of a "
+            "session's bytes. A key of 64 characters or fewer (base64url instead of hex "
+            "for the HMAC: `sess:` + 43) keeps the index a listpack: the rows marked "
+            f"*proposed* above, {sum(b or 0 for b in proposed)} bytes instead of {now}."
+        )
     return "\n".join(
         [
             "## Redis at scale",
             "",
-            f"Measured {data['meta']['date']} on redis-server {data['redis_version']} (no AOF). "
+            f"{_measured(data)} on redis-server {data['redis_version']} (no AOF). "
             "Synthetic logged-in sessions written with sessionstore's own key builder and "
             "serializer (hash + per-user index, TTLs), pipelined; read back through "
             "`SessionStore.load` at random.",
@@ -301,6 +320,8 @@ def scale_section(data: dict[str, Any]) -> str:
                 [[role, a["key_length"], a["bytes"], a["encoding"]] for role, a in anatomy.items()],
             ),
             "",
+            note,
+            "",
         ]
     )
 
@@ -312,7 +333,7 @@ def shop_section(data: dict[str, Any]) -> str:
         [
             "## The shop: mixed workload through 1, 2 and 3 replicas",
             "",
-            f"Measured {data['meta']['date']} with the real launcher (`shop-cluster up "
+            f"{_measured(data)} with the real launcher (`shop-cluster up "
             "--replicas N`). " + data["workload"],
             "",
             _table(SHOP_HEADER, shop_rows(data)),
@@ -358,6 +379,21 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
             f"- Python {meta['python']}; {pk}",
             f"- {meta['redis_server']}; {meta['nginx']}; {meta['wrk']}",
             "- chart: [docs/bench-throughput.png](../docs/bench-throughput.png)",
+            "",
+            "Run it: `.venv/bin/python -m bench run` (about 10 minutes: sessions, shop, "
+            "a million sessions), `--quick` for short runs without the million; "
+            "`python -m bench --help` for one section at a time.",
+            "",
+            "How each figure is measured: req/s and latency from wrk (`--latency`, its "
+            "Lua `done()` hook prints them as JSON); Redis round trips by watching MONITOR "
+            "during 50 sequential requests per endpoint (a client-sent command is a trip, a "
+            "command tagged `lua` ran inside a script, MULTI..EXEC counts once, per-connection "
+            "set-up such as HELLO is left out); commands per request under load from INFO "
+            "commandstats deltas over wrk's request count; bytes per session from MEMORY USAGE "
+            "summed over every key in the variant's own database (so sessionstore's per-user "
+            "index counts) divided by the sessions created; CPU from /proc/<pid>/stat of each "
+            "process group and /proc/stat for the whole machine; wrk's headroom from the same "
+            "script against an nginx `return 200`.",
             "",
         ]
     return "\n".join(head + parts)
