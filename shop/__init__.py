@@ -32,6 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .config import load_config
     from .errors import STORE_ERRORS
     from .proxy import TrustedProxyFix
+    from .scripts import Durability
     from .shopper import ShopState
 
     app = Flask(__name__)
@@ -47,7 +48,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["shop"] = ShopState(
         redis=metrics.instrument_redis(
             sessionstore.redis_from_url(url, decode_responses=True), "shop"
-        )
+        ),
+        durability=Durability(
+            replica_acks=app.config["SHOP_REPLICA_ACKS"],
+            timeout_ms=int(app.config["SHOP_REPLICA_ACK_TIMEOUT"] * 1000),
+        ),
     )
 
     csrf = CSRFProtect(app)

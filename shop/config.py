@@ -22,6 +22,12 @@ Every other module reads ``app.config``; only this module looks at
   heartbeat for the cluster page (shop/heartbeat.py); 0 turns it off.
 - ``SHOP_REPLICA_STARTED`` (unix time; set by shop/gunicorn_conf.py in the
   master): the replica's start, so its uptime survives worker restarts.
+- ``SHOP_REPLICA_ACKS`` (0) and ``SHOP_REPLICA_ACK_TIMEOUT`` (0.5 s): with
+  Redis replicas (Sentinel), every domain write (cart, checkout, register,
+  idempotency record) is acknowledged only once this many replicas confirm
+  it (WAIT, pipelined with the write); short of that in time, a 503 with
+  Retry-After. ``SESSION_REPLICA_ACKS`` / ``SESSION_REPLICA_ACK_TIMEOUT`` do
+  the same for session writes (read by sessionstore.init_app).
 - ``PROMETHEUS_MULTIPROC_DIR``: read by prometheus_client itself (see
   shop/metrics.py); shop/gunicorn_conf.py sets one per replica.
 
@@ -110,6 +116,10 @@ def load_config(
         "SEED_CATALOG": _flag(env.get("SHOP_SEED_CATALOG"), True),
         "HEARTBEAT_INTERVAL": _float(env, "SHOP_HEARTBEAT_INTERVAL", 1.0),
         "REPLICA_STARTED": _float(env, "SHOP_REPLICA_STARTED", None),
+        "SHOP_REPLICA_ACKS": _int(env, "SHOP_REPLICA_ACKS", 0),
+        "SHOP_REPLICA_ACK_TIMEOUT": _float(env, "SHOP_REPLICA_ACK_TIMEOUT", 0.5),
+        "SESSION_REPLICA_ACKS": _int(env, "SESSION_REPLICA_ACKS", 0),
+        "SESSION_REPLICA_ACK_TIMEOUT": _float(env, "SESSION_REPLICA_ACK_TIMEOUT", 0.5),
         # The JSON API is exempted from CSRF (it only takes application/json);
         # the HTML forms carry a token bound to the session.
         "WTF_CSRF_TIME_LIMIT": None,

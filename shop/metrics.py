@@ -20,7 +20,9 @@ no request pays an extra Redis round trip:
   session store's methods on the shop side; sessionstore knows nothing of it);
 - :func:`record_script`: cart operations, checkouts and idempotent replays, from
   the outcome of every Lua script (shop/scripts.py calls it);
-- :func:`record_store_unavailable`: 503s because Redis is unreachable.
+- :func:`record_store_unavailable`: 503s because Redis is unreachable;
+- :func:`record_not_replicated`: writes too few replicas confirmed in time
+  (shop/scripts.py, with ``SHOP_REPLICA_ACKS`` > 0).
 
 Metric names (all prefixed ``shop_``):
 
@@ -38,6 +40,7 @@ shop_cart_operations_total              counter    operation, result
 shop_checkouts_total                    counter    result (ok, out_of_stock, empty_cart)
 shop_idempotent_replays_total           counter    script
 shop_store_unavailable_total            counter    (503s because Redis is down)
+shop_writes_not_replicated_total        counter    (WAIT short of replicas: a 503)
 ======================================  =========  ===============================
 """
 
@@ -111,6 +114,11 @@ IDEMPOTENT_REPLAYS = Counter(
 )
 STORE_UNAVAILABLE = Counter(
     "shop_store_unavailable_total", "Requests answered 503 because Redis was unreachable"
+)
+
+NOT_REPLICATED = Counter(
+    "shop_writes_not_replicated_total",
+    "Domain writes answered 503 because too few replicas confirmed them in time",
 )
 
 CART_SCRIPTS = {"cart_add": "add", "cart_set": "set", "cart_merge": "merge"}
@@ -229,6 +237,11 @@ def record_script(name: str, result: dict[str, Any], replayed: bool) -> None:
 def record_store_unavailable() -> None:
     """One more 503 because Redis could not be reached."""
     STORE_UNAVAILABLE.inc()
+
+
+def record_not_replicated() -> None:
+    """One more write that WAIT found short of replicas (it is then answered 503)."""
+    NOT_REPLICATED.inc()
 
 
 # -- requests --------------------------------------------------------------------

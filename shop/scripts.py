@@ -5,6 +5,13 @@ Every change that must be atomic across replicas is one script in
 made idempotent by passing an :class:`IdempotencyClaim`: the check of the key,
 the change and the storing of its result happen in one atomic step, and a
 replica dying half-way cannot leave a claim without its result.
+
+:func:`run` is the one choke point of every domain write (cart, checkout,
+registration, idempotency records), so it is also where durability is
+enforced: with ``SHOP_REPLICA_ACKS`` > 0, the script and a ``WAIT`` go out in
+one pipeline (still one round trip) and a write that too few replicas have
+confirmed in time raises ``sessionstore.NotReplicated``, which the shop answers
+with a fast 503 + Retry-After, exactly as sessionstore does for sessions.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from importlib import resources
 from typing import Any
 
 import redis
+from flask import current_app, has_app_context
 from redis.exceptions import NoScriptError
+
+from sessionstore import NotReplicated
 
 from . import keys, metrics
 from .errors import ShopError
@@ -44,6 +54,29 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Durability:
+    """How many replicas must confirm a write before the shop acknowledges it.
+
+    ``replica_acks=0`` (the default, and right for a single Redis) skips WAIT.
+    With a Sentinel setup, 1 means an acknowledged write survives the loss
+    of the primary; `timeout_ms` bounds how long a request waits for that.
+    """
+
+    replica_acks: int = 0
+    timeout_ms: int = 500
+
+
+NO_WAIT = Durability()
+
+
+def _current_durability() -> Durability:
+    """The app's setting when called inside a request, else no WAIT (scripts, tests)."""
+    if has_app_context():
+        return current_app.extensions["shop"].durability
+    return NO_WAIT
+
+
+@dataclass(frozen=True)
 class _Script:
     text: str
     sha: str
@@ -66,6 +99,7 @@ def run(
     keys_: list[str],
     args: list[Any],
     claim: IdempotencyClaim | None = None,
+    durability: Durability | None = None,
 ) -> Outcome:
     """Run script `name` (``shop/lua/<name>.lua``) atomically, optionally under `claim`.
 
@@ -73,18 +107,21 @@ def run(
     request) raises a 422 and changes nothing.
 
     Uses EVALSHA and loads the script only when Redis does not know it (after
-    a restart), so a normal call is one round trip.
+    a restart or a failover), so a normal call is one round trip, WAIT included.
+
+    `durability` defaults to the app's (``SHOP_REPLICA_ACKS``); when fewer
+    replicas than asked confirm the write in time, raises
+    :class:`sessionstore.NotReplicated`. The write then stays on the primary
+    (Redis cannot roll it back) but is not acknowledged: a retry with the same
+    Idempotency-Key replays it, and that replay WAITs again.
     """
     script = _script(name)
     record_key = claim.record_key if claim else _NO_KEY
     fingerprint = claim.fingerprint if claim else ""
     argv = [fingerprint, RECORD_TTL_SECONDS, *args]
     all_keys = [record_key, *keys_]
-    try:
-        kind, record = client.evalsha(script.sha, len(all_keys), *all_keys, *argv)
-    except NoScriptError:
-        client.script_load(script.text)
-        kind, record = client.evalsha(script.sha, len(all_keys), *all_keys, *argv)
+    durability = durability or _current_durability()
+    kind, record = _evalsha(client, script, [*all_keys, *argv], len(all_keys), durability)
     kind = kind.decode() if isinstance(kind, bytes) else kind
     data = json.loads(record)
     if claim and kind == "replay" and data.get("fp") != claim.fingerprint:
@@ -102,3 +139,31 @@ def run(
     )
     metrics.record_script(name, outcome.result, outcome.replayed)
     return outcome
+
+
+def _evalsha(
+    client: redis.Redis, script: _Script, keys_and_args: list[Any], numkeys: int, d: Durability
+) -> Any:
+    """EVALSHA (plus WAIT when asked, pipelined), loading the script once if Redis lacks it."""
+    for attempt in range(2):
+        try:
+            if not d.replica_acks:
+                return client.evalsha(script.sha, numkeys, *keys_and_args)
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, numkeys, *keys_and_args)
+            pipe.wait(d.replica_acks, d.timeout_ms)
+            reply, acked = pipe.execute()
+        except NoScriptError:
+            if attempt:
+                raise
+            # Scripts are replicated as their effects, so a promoted replica
+            # has never seen them: the first call after a failover loads it.
+            client.script_load(script.text)
+            continue
+        if acked < d.replica_acks:
+            metrics.record_not_replicated()
+            raise NotReplicated(
+                f"write reached {acked} of {d.replica_acks} replica(s) within {d.timeout_ms} ms"
+            )
+        return reply
+    raise AssertionError("unreachable")

@@ -29,6 +29,7 @@ class ShopState:
     """What the app keeps per process: the shop's Redis client and start-up flags."""
 
     redis: redis.Redis
+    durability: scripts.Durability = scripts.NO_WAIT  # replica acks for every domain write
     seeded: bool = False
 
 

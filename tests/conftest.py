@@ -78,6 +78,35 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture
+def primary_with_replica(
+    own_redis: RedisServer, tmp_path: Path
+) -> Iterator[tuple[RedisServer, object]]:
+    """`own_redis` as a primary, plus one real replica of it."""
+    # Redis 7 delays a diskless full sync by 5 s to batch replicas; one is enough.
+    with own_redis.client() as admin:
+        admin.config_set("repl-diskless-sync-delay", 0)
+    replica_port = procs.free_port()
+    replica = procs.start_redis(
+        tmp_path / "replica",
+        replica_port,
+        extra={"replicaof": f"{procs.LOOPBACK} {own_redis.port}"},
+    )
+    primary = own_redis.client(decode_responses=True)
+    try:
+        procs.wait_until(
+            # "online" is not enough: right after its first sync a replica is
+            # still loading and acknowledges late. Wait until it keeps up.
+            lambda: primary.set("probe", 1) and primary.wait(1, 100) == 1,
+            timeout=15,
+            what="the replica to keep up",
+        )
+        yield own_redis, replica
+    finally:
+        procs.stop_process(replica.pid, timeout=0)
+        primary.close()
+
+
 # -- the shop app (tests/test_shop_*.py) --------------------------------------
 
 

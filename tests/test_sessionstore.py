@@ -253,9 +253,7 @@ def test_slow_request_finishing_after_logout_does_not_resurrect_session(
     assert with_cookie(two, sid).get("/read").json == {}
 
 
-def test_slow_request_finishing_after_rotation_does_not_revive_old_id(
-    redis_client, client_factory
-):
+def test_slow_request_finishing_after_rotation_does_not_revive_old_id(redis_client, client_factory):
     one, two = make_app(client_factory(), "one"), make_app(client_factory(), "two")
     first = one.test_client()
     first.post("/set/cart/full")
@@ -277,9 +275,7 @@ def test_slow_request_finishing_after_rotation_does_not_revive_old_id(
 # 3. Cheap reads -------------------------------------------------------------
 
 
-def test_read_only_request_costs_one_round_trip_and_writes_nothing(
-    redis_client, client_factory
-):
+def test_read_only_request_costs_one_round_trip_and_writes_nothing(redis_client, client_factory):
     app = make_app(client_factory(connection_class=CountingConnection))
     client = app.test_client()
     client.post("/set/a/1")
@@ -761,28 +757,7 @@ def test_only_sessionstore_keeps_the_cookie_out_of_redis(redis_client, client_fa
 # Durability with replicas (Sentinel setups) ---------------------------------------
 
 
-@pytest.fixture
-def primary_with_replica(own_redis, tmp_path):
-    """`own_redis` as a primary, plus one real replica of it."""
-    replica_port = procs.free_port()
-    replica = procs.start_redis(
-        tmp_path / "replica",
-        replica_port,
-        extra={"replicaof": f"{procs.LOOPBACK} {own_redis.port}"},
-    )
-    primary = own_redis.client(decode_responses=True)
-    try:
-        procs.wait_until(
-            # "online" is not enough: right after its first sync a replica is
-            # still loading and acknowledges late. Wait until it keeps up.
-            lambda: primary.set("probe", 1) and primary.wait(1, 100) == 1,
-            timeout=15,
-            what="the replica to keep up",
-        )
-        yield own_redis, replica
-    finally:
-        procs.stop_process(replica.pid)
-        primary.close()
+# `primary_with_replica` lives in conftest.py (the shop's WAIT tests use it too).
 
 
 def test_write_is_acknowledged_only_once_a_replica_has_it(primary_with_replica):
@@ -796,7 +771,7 @@ def test_write_is_acknowledged_only_once_a_replica_has_it(primary_with_replica):
     assert client.post("/login/alice").status_code == 200
     assert client.get("/read").json == {"user_id": "alice"}
 
-    procs.stop_process(replica.pid)  # no replica left to acknowledge
+    procs.stop_process(replica.pid, timeout=0)  # no replica left to acknowledge (crashed)
     started = time.monotonic()
     response = client.post("/set/cart/full")
     assert response.status_code == 503  # not acknowledged: the app says so

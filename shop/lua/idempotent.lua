@@ -19,6 +19,11 @@ local fp = ARGV[1]
 if fp ~= '' then
   local stored = redis.call('GET', KEYS[1])
   if stored then
+    -- Rewrite the record's own expiry, unchanged: a no-op for the data, but a
+    -- write that is replicated, so a WAIT after a replay also covers the
+    -- original write (WAIT counts up to this connection's last write).
+    local expires_at = redis.call('PEXPIRETIME', KEYS[1])
+    if expires_at > 0 then redis.call('PEXPIREAT', KEYS[1], expires_at) end
     return {'replay', stored}
   end
 end

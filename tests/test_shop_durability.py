@@ -1,0 +1,107 @@
+"""The shop's WAIT at its one write choke point (shop.scripts.run), on a real
+primary + replica: a write is acknowledged only once a replica has it, and
+otherwise the shopper gets a fast 503 with Retry-After, never a hang or a 500.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from shop_support import make_app
+
+from sessionstore import NotReplicated, redis_from_url
+from shop import cart, catalog, keys, scripts
+from shop.cluster import procs
+
+PRODUCT = "espresso-cup"  # from shop/data/products.json
+ACKS = scripts.Durability(replica_acks=1, timeout_ms=300)
+
+
+@pytest.fixture
+def durable(primary_with_replica):
+    """(primary client, replica client, replica process) with the catalog seeded."""
+    primary_server, replica_proc = primary_with_replica
+    client = redis_from_url(primary_server.url, decode_responses=True, retries=0)
+    info = client.info("replication")["slave0"]
+    replica = redis.Redis(
+        host=procs.LOOPBACK, port=int(info["port"]), socket_timeout=5, decode_responses=True
+    )
+    catalog.seed(client)
+    try:
+        yield client, replica, replica_proc
+    finally:
+        client.close()
+        replica.close()
+
+
+def add(client: redis.Redis, visitor: str, claim: scripts.IdempotencyClaim | None = None):
+    """One cart_add of one product through the choke point, with one replica ack asked."""
+    owner = cart.Owner.visitor(visitor)
+    return scripts.run(
+        client,
+        "cart_add",
+        [owner.key, keys.products()],
+        [PRODUCT, 1, 99, 50, owner.ttl],
+        claim,
+        ACKS,
+    )
+
+
+def test_acknowledged_write_is_already_on_the_replica(durable):
+    client, replica, _ = durable
+    assert add(client, "v1").result == {"product_id": PRODUCT, "qty": 1}
+    # No polling: WAIT returned only after the replica confirmed the write.
+    assert replica.hget(cart.Owner.visitor("v1").key, PRODUCT) == "1"
+
+
+def test_replay_waits_too_and_covers_the_original_write(durable):
+    client, replica, _ = durable
+    claim = scripts.IdempotencyClaim(record_key=keys.idempotency("a:v2", "k1"), fingerprint="f")
+    first = add(client, "v2", claim)
+    again = add(client, "v2", claim)
+    assert again.replayed and again.result == first.result
+    assert replica.hget(cart.Owner.visitor("v2").key, PRODUCT) == "1"  # applied once
+    # The replay rewrote the record's expiry unchanged (that is what WAIT counts).
+    assert 0 < client.ttl(claim.record_key) <= scripts.RECORD_TTL_SECONDS
+
+
+def test_no_replica_means_a_fast_not_replicated(durable):
+    client, _, replica_proc = durable
+    procs.stop_process(replica_proc.pid, timeout=0)  # a crash; a SIGTERMed replica lingers
+    started = time.monotonic()
+    with pytest.raises(NotReplicated):
+        add(client, "v3")
+    assert time.monotonic() - started < 1.5  # the ack timeout, not a hang
+    # Redis cannot roll it back: the write stays on the primary, unacknowledged.
+    assert client.hget(cart.Owner.visitor("v3").key, PRODUCT) == "1"
+
+
+def test_shop_answers_503_with_retry_after_when_acks_are_short(primary_with_replica):
+    primary_server, replica_proc = primary_with_replica
+    app = make_app(
+        primary_server.url,
+        SHOP_REPLICA_ACKS=1,
+        SHOP_REPLICA_ACK_TIMEOUT=0.3,
+        SESSION_REPLICA_ACKS=1,
+        SESSION_REPLICA_ACK_TIMEOUT=0.3,
+    )
+    api = app.test_client()
+    key = {"Idempotency-Key": "add-1"}
+    body = {"product_id": api.get("/api/products").json[0]["id"], "qty": 1}
+    assert api.post("/api/cart/items", json=body, headers=key).status_code == 201
+
+    procs.stop_process(replica_proc.pid, timeout=0)  # a crash; a SIGTERMed replica lingers
+    started = time.monotonic()
+    response = api.post("/api/cart/items", json=body, headers={"Idempotency-Key": "add-2"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.json["error"] == "store_unavailable"
+    assert elapsed < 2
+
+
+def test_acks_default_to_off(redis_server, redis_client):
+    app = make_app(redis_server.url)
+    assert app.extensions["shop"].durability == scripts.NO_WAIT
