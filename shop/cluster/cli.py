@@ -19,7 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from . import procs
-from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, DEFAULT_WORKDIR, Cluster, ClusterError
+from .launcher import (
+    DEFAULT_PORT,
+    DEFAULT_REPLICAS,
+    DEFAULT_WORKDIR,
+    REDIS_MODES,
+    Cluster,
+    ClusterError,
+)
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -38,6 +45,9 @@ examples:
   shop-cluster kill shop-2             crash a replica (SIGKILL of its process group)
   shop-cluster start shop-2            bring it back on the same port
   shop-cluster scale 5                 add replicas (or remove them, drained first)
+  shop-cluster up --redis ha           Redis primary + replica + 3 Sentinels (failover)
+  shop-cluster kill redis-primary      crash whichever Redis node is primary now (HA)
+  shop-cluster start redis-1           bring a Redis node back: it rejoins as a replica
   shop-cluster demo                    the narrated kill-a-node demo
   shop-cluster down                    stop everything"""
 
@@ -71,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=DEFAULT_PORT, metavar="P",
         help=f"the port nginx listens on, on 127.0.0.1 (default: {DEFAULT_PORT})",
     )  # fmt: skip
+    shape.add_argument(
+        "--redis", choices=REDIS_MODES, default="single",
+        help="single: one redis-server; ha: a primary, a replica and 3 Sentinels, "
+        "every write acknowledged by the replica (default: single)",
+    )  # fmt: skip
 
     up = sub.add_parser(
         "up", parents=[common, shape], help="start redis, N replicas and nginx; wait until ready"
@@ -86,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     kill = sub.add_parser(
         "kill", parents=[common], help="crash a process: SIGKILL of its whole process group"
     )
-    kill.add_argument("name", metavar="NAME", help="shop-N, redis or nginx")
+    names = "shop-N, nginx, redis; HA: redis-N, sentinel-N"
+    kill.add_argument("name", metavar="NAME", help=f"{names} or redis-primary (the primary now)")
     start = sub.add_parser("start", parents=[common], help="start a killed process again")
-    start.add_argument("name", metavar="NAME", help="shop-N, redis or nginx")
+    start.add_argument("name", metavar="NAME", help=names)
     scale = sub.add_parser(
         "scale", parents=[common],
         help="grow or shrink to N replicas (leaving ones are drained from nginx first)",
@@ -120,15 +136,29 @@ def status_table(status: dict[str, Any]) -> Table:
     numeric = ("pid", "port", "requests", "last min")
     for column in ("name", "pid", "port", "alive", "ready", "heartbeat", *numeric[2:]):
         table.add_column(column, justify="right" if column in numeric else "left")
-    for proc in [status["nginx"], *status["replicas"], status["redis"]]:
+    redis = status["redis"]
+    stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
+    for proc in [status["nginx"], *status["replicas"], *stores]:
         beat = proc.get("heartbeat")
         table.add_row(
-            proc["name"], str(proc["pid"] or "-"), str(proc["port"]),
+            _store_label(proc), str(proc["pid"] or "-"), str(proc["port"]),
             yes_no(proc["alive"]), yes_no(proc["ready"]),
             "" if beat is None else yes_no(beat),
             _count(proc.get("requests")), _count(proc.get("requests_last_minute")),
         )  # fmt: skip
+    if redis.get("mode") == "ha":
+        table.caption = f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}"
     return table
+
+
+def _store_label(proc: dict[str, Any]) -> str:
+    """A name, with an HA node's role or a Sentinel's view of the primary."""
+    if "role" in proc:
+        return f"{proc['name']} ({proc['role']})"
+    if "primary_ok" in proc:
+        seen = "primary ok" if proc["primary_ok"] else "primary DOWN"
+        return f"{proc['name']} ({seen}, {proc['other_sentinels']} peers)"
+    return proc["name"]
 
 
 def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
@@ -145,8 +175,9 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         # so far is stopped (up() cleans up after itself, the finally below
         # after a running cluster).
         signal.signal(signal.SIGTERM, _interrupt)
-    with console.status(f"Starting {args.replicas} replicas, redis and nginx…"):
-        cluster.up(replicas=args.replicas, port=args.port)
+    store = "Redis + Sentinels" if args.redis == "ha" else "redis"
+    with console.status(f"Starting {args.replicas} replicas, {store} and nginx…"):
+        cluster.up(replicas=args.replicas, port=args.port, redis=args.redis)
     status = cluster.status()
     console.print(status_table(status))
     console.print(f"The shop is at [bold cyan]{status['url']}[/]  (workdir: {cluster.workdir})")
@@ -177,7 +208,8 @@ def cmd_down(cluster: Cluster, args: argparse.Namespace) -> int:
     elif stale:
         console.print(f"Removed a stale state file in {cluster.workdir} (nothing was running).")
     else:
-        console.print(f"Stopped nginx, {len(state.replicas)} replicas and redis ({state.url}).")
+        store = "the Redis nodes and Sentinels" if state.ha else "redis"
+        console.print(f"Stopped nginx, {len(state.replicas)} replicas and {store} ({state.url}).")
     return 0
 
 
@@ -218,7 +250,7 @@ def cmd_scale(cluster: Cluster, args: argparse.Namespace) -> int:
 def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
-    return run_demo(cluster, console, port=args.port, replicas=args.replicas)
+    return run_demo(cluster, console, port=args.port, replicas=args.replicas, redis=args.redis)
 
 
 COMMANDS = {
@@ -271,10 +303,17 @@ class LogFollower:
         self.colours: dict[str, str] = {}
 
     def _files(self) -> list[Path]:
-        return [*sorted(self.cluster.log_dir.glob("*.log")), self.cluster.redis_dir / "redis.log"]
+        workdir = self.cluster.workdir
+        return [
+            *sorted(self.cluster.log_dir.glob("*.log")),
+            self.cluster.redis_dir / "redis.log",
+            *sorted(workdir.glob("redis-*/redis.log")),
+            *sorted(workdir.glob("sentinel-*/sentinel.log")),
+        ]
 
     def _prefix(self, path: Path) -> str:
-        name = "redis" if path.parent == self.cluster.redis_dir else path.stem
+        # A store's log is named after its folder (redis, redis-1, sentinel-2).
+        name = path.parent.name if path.parent != self.cluster.log_dir else path.stem
         colour = self.colours.setdefault(name, self.COLOURS[len(self.colours) % len(self.COLOURS)])
         return f"[{colour}]{name:>12} |[/] "
 

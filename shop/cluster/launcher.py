@@ -17,14 +17,14 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from . import nginxconf, procs
+from . import ha, nginxconf, procs
 
 STATE_VERSION = 1
 DEFAULT_PORT = 8080
@@ -37,6 +37,10 @@ GRACEFUL_TIMEOUT = 35.0
 NGINX_DRAIN_TIMEOUT = 15.0
 REPLICA_PREFIX = "shop-"
 GUNICORN_CONFIG = "python:shop.gunicorn_conf"
+REDIS_MODES = ("single", "ha")
+# In HA mode: replica acks every replica asks for before a write counts (the
+# shop's and the sessions'); overridable from the environment of `up`.
+HA_DEFAULT_ACKS = {"SHOP_REPLICA_ACKS": "1", "SESSION_REPLICA_ACKS": "1"}
 WSGI_APP = "shop.wsgi:app"
 
 
@@ -66,18 +70,30 @@ class State:
     """What runs where; saved as JSON in WORKDIR/state.json."""
 
     port: int
-    redis: Proc
+    redis: Proc | None  # the single Redis; None in HA mode (see redis_nodes)
     nginx: Proc
     replicas: list[Proc] = field(default_factory=list)
     boot_id: str = ""
     version: int = STATE_VERSION
+    # HA mode (`up --redis ha`): Redis nodes redis-1, redis-2 (which one is
+    # primary is Sentinel's call, asked when needed) and Sentinels sentinel-1..3.
+    redis_nodes: list[Proc] = field(default_factory=list)
+    sentinels: list[Proc] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://{procs.LOOPBACK}:{self.port}/"
 
+    @property
+    def ha(self) -> bool:
+        return bool(self.sentinels)
+
+    def stores(self) -> list[Proc]:
+        """Every store process: the single Redis, or the HA nodes and Sentinels."""
+        return [self.redis] if self.redis else [*self.redis_nodes, *self.sentinels]
+
     def procs(self) -> list[Proc]:
-        return [self.redis, *self.replicas, self.nginx]
+        return [*self.stores(), *self.replicas, self.nginx]
 
     def find(self, name: str) -> Proc:
         for proc in self.procs():
@@ -96,10 +112,12 @@ class State:
             raise ValueError(f"unknown state file version {data.get('version')!r}")
         return cls(
             port=int(data["port"]),
-            redis=Proc(**data["redis"]),
+            redis=Proc(**data["redis"]) if data.get("redis") else None,
             nginx=Proc(**data["nginx"]),
             replicas=[Proc(**r) for r in data["replicas"]],
             boot_id=data.get("boot_id", ""),
+            redis_nodes=[Proc(**r) for r in data.get("redis_nodes", [])],
+            sentinels=[Proc(**r) for r in data.get("sentinels", [])],
         )
 
 
@@ -173,10 +191,18 @@ class Cluster:
             yield
 
     # -------------------------------------------------------------------- up
-    def up(self, *, replicas: int = DEFAULT_REPLICAS, port: int = DEFAULT_PORT) -> State:
-        """Start redis-server, `replicas` shop replicas and nginx; return once all are ready."""
+    def up(
+        self, *, replicas: int = DEFAULT_REPLICAS, port: int = DEFAULT_PORT, redis: str = "single"
+    ) -> State:
+        """Start the store, `replicas` shop replicas and nginx; return once all are ready.
+
+        `redis` is ``single`` (one redis-server) or ``ha`` (a primary, a replica
+        and three Sentinels; the shop connects through the Sentinels).
+        """
         if replicas < 1:
             raise ClusterError("--replicas must be at least 1")
+        if redis not in REDIS_MODES:
+            raise ClusterError(f"--redis must be one of {', '.join(REDIS_MODES)}")
         # Fail before starting anything when a binary is missing.
         procs.find_binary("redis-server")
         procs.find_binary("nginx")
@@ -191,14 +217,25 @@ class Cluster:
                 raise ClusterError(f"port {port} is already in use; choose another with --port")
             state = State(
                 port=port,
-                redis=Proc("redis", procs.free_port()),
+                redis=Proc("redis", procs.free_port()) if redis == "single" else None,
                 nginx=Proc("nginx", port),
                 replicas=[Proc(f"{REPLICA_PREFIX}{i}", 0) for i in range(1, replicas + 1)],
                 boot_id=procs.boot_id(),
             )
+            if redis == "ha":
+                state.redis_nodes = [
+                    Proc(f"{ha.NODE_PREFIX}{i}", procs.free_port()) for i in range(1, ha.NODES + 1)
+                ]
+                state.sentinels = [
+                    Proc(f"{ha.SENTINEL_PREFIX}{i}", procs.free_port())
+                    for i in range(1, ha.SENTINELS + 1)
+                ]
             self.log_dir.mkdir(parents=True, exist_ok=True)
             try:
-                self._start_redis(state)
+                if state.ha:
+                    self._start_ha_store(state)
+                else:
+                    self._start_redis(state)
                 self.save(state)
                 for replica in state.replicas:
                     replica.port = procs.free_port()
@@ -215,11 +252,73 @@ class Cluster:
             return state
 
     def _start_redis(self, state: State) -> None:
+        self._start_node(state.redis, self.redis_dir)
+
+    def _start_node(self, node: Proc, folder: Path, extra: dict[str, str] | None = None) -> None:
         try:
-            popen = procs.start_redis(self.redis_dir, state.redis.port, timeout=READY_TIMEOUT)
+            popen = procs.start_redis(folder, node.port, extra=extra, timeout=READY_TIMEOUT)
         except TimeoutError:
-            raise ClusterError(f"redis-server did not start; see {self.redis_dir / 'redis.log'}")
-        state.redis.record(popen)
+            raise ClusterError(f"{node.name} did not start; see {folder / 'redis.log'}")
+        node.record(popen)
+
+    # ------------------------------------------------------- HA (Sentinel) store
+    def store_dir(self, proc: Proc) -> Path:
+        """Where an HA node or Sentinel keeps its config, data and log."""
+        return self.workdir / proc.name
+
+    def _start_ha_store(self, state: State) -> None:
+        """redis-1 as primary, redis-2 its replica, then three Sentinels watching redis-1."""
+        first, *others = state.redis_nodes
+        self._start_node(first, self.store_dir(first), dict(ha.NODE_SETTINGS))
+        for node in others:
+            self._start_ha_node(node, first.port)
+        self.save(state)
+        for sentinel in state.sentinels:
+            self._start_sentinel(sentinel, first.port, fresh=True)
+        # Ready means: every Sentinel sees the primary, its replica and its peers,
+        # so a failover can be agreed on from the first second.
+        _wait(
+            lambda: all(
+                (h := ha.sentinel_health(s.port)).get("ok")
+                and h["replicas"] == len(others)
+                and h["other_sentinels"] == len(state.sentinels) - 1
+                for s in state.sentinels
+            ),
+            "the Sentinels to discover the replica and each other",
+        )
+
+    def _start_ha_node(self, node: Proc, primary_port: int | None) -> None:
+        """Start a node as a replica of `primary_port` (None: on its own, as primary)."""
+        extra = dict(ha.NODE_SETTINGS)
+        if primary_port and primary_port != node.port:
+            extra["replicaof"] = f"{procs.LOOPBACK} {primary_port}"
+        self._start_node(node, self.store_dir(node), extra)
+
+    def _start_sentinel(self, sentinel: Proc, primary_port: int, *, fresh: bool) -> None:
+        folder = self.store_dir(sentinel)
+        try:
+            popen = ha.start_sentinel(folder, sentinel.port, primary_port, fresh=fresh)
+        except TimeoutError:
+            raise ClusterError(f"{sentinel.name} did not start; see {folder / 'sentinel.log'}")
+        sentinel.record(popen)
+
+    def current_primary(self, state: State) -> Proc | None:
+        """The HA node the Sentinels name as primary now (None if none answers)."""
+        port = ha.primary_port([s.port for s in state.sentinels if s.alive()])
+        return next((n for n in state.redis_nodes if n.port == port), None)
+
+    def redis_url(self, state: State) -> str:
+        """The REDIS_URL the shop replicas get: the single Redis, or the Sentinels."""
+        if state.ha:
+            return ha.sentinel_url([s.port for s in state.sentinels])
+        return f"redis://{procs.LOOPBACK}:{state.redis.port}/0"
+
+    def _redis_port_now(self, state: State) -> int | None:
+        """Where to read cluster data (heartbeats) right now."""
+        if not state.ha:
+            return state.redis.port
+        primary = self.current_primary(state)
+        return primary.port if primary else None
 
     def _secret_key(self) -> str:
         """The cluster's SECRET_KEY: made once, kept in the workdir (mode 0600), never committed."""
@@ -234,9 +333,11 @@ class Cluster:
     def replica_env(self, replica: Proc, state: State) -> dict[str, str]:
         """The environment of one gunicorn replica (the shop reads its settings from it)."""
         bind = f"{procs.LOOPBACK}:{replica.port}"
+        acks = HA_DEFAULT_ACKS if state.ha else {}
         return {
+            **acks,
             **os.environ,
-            "REDIS_URL": f"redis://{procs.LOOPBACK}:{state.redis.port}/0",
+            "REDIS_URL": self.redis_url(state),
             "SECRET_KEY": self._secret_key(),
             "REPLICA_NAME": replica.name,
             "SHOP_BIND": bind,
@@ -345,8 +446,10 @@ class Cluster:
             procs.stop_process(state.nginx.pid, timeout=10)
         live = [r.pid for r in state.replicas if r.alive()]
         procs.stop_many(live, timeout=GRACEFUL_TIMEOUT)
-        if state.redis.alive():
-            procs.stop_process(state.redis.pid, timeout=15)
+        # Sentinels first, so none starts a failover while the nodes go down.
+        for store in sorted(state.stores(), key=lambda p: p not in state.sentinels):
+            if store.alive():
+                procs.stop_process(store.pid, timeout=15)
 
     # ------------------------------------------------------------ kill/start
     def kill(self, name: str) -> Proc:
@@ -354,13 +457,27 @@ class Cluster:
         workers would otherwise go on serving)."""
         with self.locked():
             state = self.running()
-            proc = state.find(name)
+            proc = self._resolve(state, name)
             if not proc.alive():
-                raise ClusterError(f"{name} is not running")
+                raise ClusterError(f"{proc.name} is not running")
             pid = proc.pid
             procs.signal_group(pid, signal.SIGKILL)
-            _wait(lambda: not procs.pid_alive(pid) and not procs.group_pids(pid), f"{name} to die")
+            _wait(
+                lambda: not procs.pid_alive(pid) and not procs.group_pids(pid),
+                f"{proc.name} to die",
+            )
             return proc
+
+    def _resolve(self, state: State, name: str) -> Proc:
+        """`name`, or the node that is primary now for ``redis-primary`` (HA only)."""
+        if name != ha.PRIMARY_ALIAS:
+            return state.find(name)
+        if not state.ha:
+            raise ClusterError(f"{name} exists only in HA mode (`up --redis ha`); try `redis`")
+        primary = self.current_primary(state)
+        if primary is None:
+            raise ClusterError("no Sentinel names a primary right now")
+        return primary
 
     def start(self, name: str) -> Proc:
         """Start a stopped or killed process again, on the same port."""
@@ -373,6 +490,15 @@ class Cluster:
                 raise ClusterError(f"port {proc.port} of {name} is taken by another process")
             if proc is state.redis:
                 self._start_redis(state)
+            elif proc in state.redis_nodes:
+                # A node coming back (say, the old primary) starts as a replica
+                # of the current primary: Sentinel would demote it anyway, and
+                # this way it never serves a moment as a stale primary.
+                primary = self.current_primary(state)
+                self._start_ha_node(proc, primary.port if primary else None)
+            elif proc in state.sentinels:
+                first = state.redis_nodes[0].port  # only read if its config is gone
+                self._start_sentinel(proc, first, fresh=False)
             elif proc is state.nginx:
                 self._start_nginx(state)
             else:
@@ -449,11 +575,12 @@ class Cluster:
                 "ready": ready,
             }
 
-        redis_ready = state.redis.alive() and _redis_ping(state.redis.port)
+        redis_port = self._redis_port_now(state)
+        redis_ready = redis_port is not None and _redis_ping(redis_port)
         nginx_ready = state.nginx.alive() and _http_ok(
             f"{state.url.rstrip('/')}{nginxconf.HEALTH_PATH}"
         )
-        beats = _heartbeats(state.redis.port) if redis_ready else {}
+        beats = _heartbeats(redis_port) if redis_ready else {}
         nginx = entry(state.nginx, nginx_ready)
         if nginx_ready:
             nginx.update(_stub_status(f"{state.url.rstrip('/')}{nginxconf.STATUS_PATH}"))
@@ -466,12 +593,46 @@ class Cluster:
             replica["requests"] = beat.requests_total if beat else None
             replica["requests_last_minute"] = beat.requests_last_minute if beat else None
             replicas.append(replica)
+        if state.ha:
+            redis_status = self._ha_status(state, entry)
+        else:
+            redis_status = entry(state.redis, redis_ready)
         return {
             "url": state.url,
             "workdir": str(self.workdir),
-            "redis": entry(state.redis, redis_ready),
+            "redis": redis_status,
             "nginx": nginx,
             "replicas": replicas,
+        }
+
+    def _ha_status(self, state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict:
+        """The HA store: who is primary now (per Sentinel), each node's role, each Sentinel."""
+        primary = self.current_primary(state)
+        nodes = []
+        for node in state.redis_nodes:
+            info = ha.node_info(node.port) if node.alive() else ha.NodeInfo(role=None)
+            row = entry(node, info.role is not None)
+            row["role"] = {"master": "primary", "slave": "replica"}.get(info.role or "", "down")
+            if info.role == "slave":
+                row["replica_of"] = info.primary_port
+                row["link_up"] = info.link_up
+            nodes.append(row)
+        sentinels = []
+        for sentinel in state.sentinels:
+            health = ha.sentinel_health(sentinel.port) if sentinel.alive() else {"ok": False}
+            row = entry(sentinel, health.pop("ok"))
+            row.update(health)
+            sentinels.append(row)
+        return {
+            "mode": "ha",
+            "name": "redis",
+            "service": ha.SERVICE,
+            "url": self.redis_url(state),
+            "primary": primary.name if primary else None,
+            "alive": any(n["alive"] for n in nodes),
+            "ready": primary is not None and any(n["ready"] for n in nodes),
+            "nodes": nodes,
+            "sentinels": sentinels,
         }
 
 

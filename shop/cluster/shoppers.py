@@ -6,6 +6,12 @@ cart adds through nginx. Every POST carries an Idempotency-Key, so a request
 nginx retried on another replica is applied once. A shopper remembers exactly
 which adds the shop acknowledged (201); at the end its cart must equal their
 sum: nothing lost, nothing doubled. Load is bounded in requests and time.
+
+An add answered 503 (the store failing over) may or may not have been applied,
+so the shopper does what a client should: it retries that add with the same
+Idempotency-Key until it gets an answer, and only then counts it. Every
+failure is also logged with its time, duration and status, so a test can tell
+fast 503s inside a failover window from anything else.
 """
 
 from __future__ import annotations
@@ -28,8 +34,22 @@ TIMEOUT = (3.05, 15.0)
 MAX_LINE_QTY = 99  # the shop's per-line limit (shop.cart.MAX_QTY)
 
 
+PENDING_RETRIES = 40  # at most this many retries of unsettled adds when verifying
+PENDING_PAUSE = 0.25  # seconds between those retries
+
+
 class RequestFailed(RuntimeError):
     """A request got no answer or an unexpected status."""
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """One failed request: when it started (time.monotonic()), how long it took, its status."""
+
+    at: float
+    seconds: float
+    status: int | None  # None: no HTTP answer at all (timeout, refused)
+    what: str
 
 
 @dataclass
@@ -45,6 +65,10 @@ class Shopper:
     served_by: Counter[str] = field(default_factory=Counter)
     last_served_by: str = ""
     final_cart: dict[str, int] | None = None
+    failure_log: list[FailureRecord] = field(default_factory=list)
+    # Adds answered 503: (Idempotency-Key, body), retried with the same key.
+    pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    last_status: int | None = None
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -53,30 +77,46 @@ class Shopper:
 
     # -------------------------------------------------------------- requests
     def request(
-        self, method: str, path: str, *, json: Any = None, expect: Iterable[int] = (200,)
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        expect: Iterable[int] = (200,),
+        key: str | None = None,
     ) -> requests.Response | None:
         """Send one request; return the response if its status is expected, else None
-        (the failure is recorded). Mutating requests get a fresh Idempotency-Key."""
+        (the failure is recorded). Mutating requests carry `key` as Idempotency-Key,
+        a fresh one if none is given."""
         headers = {}
         if method != "GET":
-            headers["Idempotency-Key"] = uuid.uuid4().hex
+            headers["Idempotency-Key"] = key or uuid.uuid4().hex
         self.requests_made += 1
+        self.last_status = None
+        started = time.monotonic()
         try:
             response = self.session.request(
                 method, self.base_url + path, json=json, headers=headers, timeout=TIMEOUT
             )
         except requests.RequestException as exc:
-            self.failures.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+            self._failed(started, None, f"{method} {path}: {type(exc).__name__}: {exc}")
             return None
+        self.last_status = response.status_code
         self.last_served_by = response.headers.get("X-Served-By", "?")
         self.served_by[self.last_served_by] += 1
         if response.status_code not in tuple(expect):
-            self.failures.append(
+            self._failed(
+                started,
+                response.status_code,
                 f"{method} {path}: HTTP {response.status_code} from {self.last_served_by}: "
-                f"{response.text[:200]}"
+                f"{response.text[:200]}",
             )
             return None
         return response
+
+    def _failed(self, started: float, status: int | None, what: str) -> None:
+        self.failures.append(what)
+        self.failure_log.append(FailureRecord(started, time.monotonic() - started, status, what))
 
     def must(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """`request`, but raise RequestFailed (with the reason) instead of returning None."""
@@ -95,13 +135,29 @@ class Shopper:
     def products(self) -> list[dict[str, Any]]:
         return self.must("GET", "/api/products").json()
 
-    def add(self, product_id: str, qty: int) -> bool:
-        """Add to the cart; remember the add only if the shop acknowledged it."""
+    def add(self, product_id: str, qty: int, key: str | None = None) -> bool:
+        """Add to the cart; remember the add only if the shop acknowledged it.
+
+        A 503 leaves the add unsettled (it may have been applied): it is kept
+        to be retried with the same key, which applies it at most once."""
         body = {"product_id": product_id, "qty": qty}
-        if self.request("POST", "/api/cart/items", json=body, expect=(201,)) is None:
+        key = key or uuid.uuid4().hex
+        if self.request("POST", "/api/cart/items", json=body, expect=(201,), key=key) is None:
+            if self.last_status == 503:
+                self.pending.append((key, body))
             return False
         self.acknowledged[product_id] += qty
         return True
+
+    def settle_one(self) -> None:
+        """Retry the oldest unsettled add with its own Idempotency-Key."""
+        key, body = self.pending.pop(0)
+        self.add(body["product_id"], body["qty"], key)
+
+    def _committed(self, product_id: str) -> int:
+        """Acknowledged plus unsettled qty: what the line may hold."""
+        unsettled = sum(b["qty"] for _, b in self.pending if b["product_id"] == product_id)
+        return self.acknowledged[product_id] + unsettled
 
     def cart(self) -> dict[str, int]:
         """The cart as {product_id: qty}, as the shop reports it now."""
@@ -110,10 +166,13 @@ class Shopper:
 
     def step(self, product_ids: list[str]) -> None:
         """One random action: mostly reads, about a third cart adds."""
+        if self.pending:
+            self.settle_one()
+            return
         roll = self.rng.random()
         if roll < 0.35:
             qty = self.rng.randint(1, 3)
-            room = [p for p in product_ids if self.acknowledged[p] + qty <= MAX_LINE_QTY]
+            room = [p for p in product_ids if self._committed(p) + qty <= MAX_LINE_QTY]
             if room:
                 self.add(self.rng.choice(room), qty)
                 return
@@ -121,7 +180,14 @@ class Shopper:
         self.request("GET", path)
 
     def verify(self) -> bool:
-        """Fetch the final cart; True if it is exactly the sum of the acknowledged adds."""
+        """Settle unsettled adds (bounded), then fetch the final cart; True if it is
+        exactly the sum of the acknowledged adds."""
+        for _ in range(PENDING_RETRIES):
+            if not self.pending:
+                break
+            self.settle_one()
+            if self.pending:
+                time.sleep(PENDING_PAUSE)
         try:
             self.final_cart = self.cart()
         except RequestFailed:
