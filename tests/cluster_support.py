@@ -56,9 +56,11 @@ class Launcher:
     def url(self) -> str:
         return f"http://{procs.LOOPBACK}:{self.port}"
 
-    def up(self, replicas: int = 3) -> subprocess.CompletedProcess:
+    def up(self, replicas: int = 3, redis: str = "single") -> subprocess.CompletedProcess:
         self.port = self.port or procs.free_port()
-        result = self.run("up", "--replicas", str(replicas), "--port", str(self.port))
+        result = self.run(
+            "up", "--replicas", str(replicas), "--port", str(self.port), "--redis", redis
+        )
         self.up_output = result.stdout
         return result
 
@@ -68,7 +70,13 @@ class Launcher:
     def recorded_pids(self) -> set[int]:
         """Every pid the state file names (master processes and group leaders)."""
         state = json.loads((self.workdir / "state.json").read_text())
-        procs_ = [state["redis"], state["nginx"], *state["replicas"]]
+        procs_ = [
+            state["nginx"],
+            *state["replicas"],
+            *([state["redis"]] if state.get("redis") else []),
+            *state.get("redis_nodes", []),
+            *state.get("sentinels", []),
+        ]
         return {p["pid"] for p in procs_ if p["pid"]}
 
 
@@ -81,12 +89,14 @@ def leftovers(pids: set[int]) -> set[int]:
 
 
 @contextmanager
-def running_cluster(workdir: Path, replicas: int = 3) -> Iterator[Launcher]:
+def running_cluster(
+    workdir: Path, replicas: int = 3, redis: str = "single"
+) -> Iterator[Launcher]:
     """A cluster started by the launcher; always `down` afterwards, then by pid if need be."""
     launcher = Launcher(workdir)
     seen: set[int] = set()
     try:
-        launcher.up(replicas)
+        launcher.up(replicas, redis)
         yield launcher
     finally:
         if (workdir / "state.json").exists():

@@ -1,0 +1,123 @@
+"""End to end, HA store: `shop-cluster up --redis ha`, shoppers under load, the Redis
+primary SIGKILLed through the launcher, Sentinel fails over, nothing acknowledged
+is lost, and the old primary comes back as a replica.
+
+With one replica and SHOP_REPLICA_ACKS=1, the promoted node has no replica
+until the old primary is back, so writes are refused (fast 503) until then:
+the window measured here runs from the kill to the rejoin. Reads are served
+again as soon as the failover completes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from cluster_support import Launcher, running_cluster
+
+from shop.cluster import procs
+from shop.cluster.shoppers import Load, Shopper
+
+pytestmark = pytest.mark.cluster
+
+SHOPPERS = 6
+FAST = 3.0  # no failed request may take longer than this (seconds)
+
+
+@pytest.fixture(scope="module")
+def ha_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    with running_cluster(tmp_path_factory.mktemp("ha"), replicas=2, redis="ha") as launcher:
+        yield launcher
+
+
+def redis_view(launcher: Launcher) -> dict:
+    return launcher.status()["redis"]
+
+
+def test_status_shows_the_topology(ha_cluster: Launcher) -> None:
+    view = redis_view(ha_cluster)
+    assert view["mode"] == "ha" and view["primary"] == "redis-1"
+    assert view["url"].startswith("redis+sentinel://127.0.0.1:")
+    roles = {n["name"]: n["role"] for n in view["nodes"]}
+    assert roles == {"redis-1": "primary", "redis-2": "replica"}
+    assert [s["ready"] for s in view["sentinels"]] == [True, True, True]
+    assert all(s["other_sentinels"] == 2 and s["quorum"] == 2 for s in view["sentinels"])
+    # Sentinel rewrites its config: it must be ours to write, in the workdir.
+    conf = ha_cluster.workdir / "sentinel-1" / "sentinel.conf"
+    assert "sentinel known-replica" in conf.read_text()
+
+
+def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
+    url = ha_cluster.url
+    watcher = Shopper(url)
+    watcher.sign_up()
+    assert watcher.add("espresso-cup", 2)
+
+    with Load(url, SHOPPERS, duration=60, max_requests=5000, think=0.05) as load:
+        time.sleep(2)  # some acknowledged writes before the kill
+        old = redis_view(ha_cluster)["primary"]
+        killed_at = time.monotonic()
+        ha_cluster.run("kill", "redis-primary")
+
+        def promoted() -> bool:
+            view = redis_view(ha_cluster)
+            return view["primary"] not in (None, old)
+
+        procs.wait_until(promoted, timeout=30, interval=0.1, what="Sentinel to promote")
+        failover = time.monotonic() - killed_at
+        # Reads work again as soon as the failover is done, with no restart.
+        procs.wait_until(
+            lambda: requests.get(f"{url}/api/products", timeout=5).status_code == 200,
+            timeout=10,
+            what="reads after the failover",
+        )
+        ha_cluster.run("start", old)
+        procs.wait_until(
+            lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200
+            and any(
+                n["name"] == old and n["role"] == "replica" and n.get("link_up")
+                for n in redis_view(ha_cluster)["nodes"]
+            ),
+            timeout=30,
+            interval=0.1,
+            what=f"{old} to rejoin as a replica",
+        )
+        window_end = time.monotonic()
+        time.sleep(4)  # load after the window: must be clean
+        new_primary = redis_view(ha_cluster)["primary"]
+    report = load.report()
+
+    failures = [f for s in load.shoppers for f in s.failure_log]
+    inside = [f for f in failures if killed_at - 0.5 <= f.at <= window_end + 1.0]
+    after = [f for f in failures if f.at > window_end + 1.0]
+    slowest = max((f.seconds for f in failures), default=0.0)
+    print(
+        f"\nfailover (kill -> Sentinel names {new_primary}): {failover:.2f}s; "
+        f"window (kill -> {old} rejoined): {window_end - killed_at:.2f}s; "
+        f"{report.requests} requests, {len(inside)} failed inside the window "
+        f"(statuses {sorted({f.status for f in inside}, key=str)}, slowest {slowest:.2f}s), "
+        f"{len(after)} after; carts match: {report.carts_match}"
+    )
+    assert new_primary != old
+    assert all(f.status == 503 for f in failures), [f.what for f in failures][:5]
+    assert slowest < FAST, [f"{f.seconds:.2f}s {f.what}" for f in failures if f.seconds >= FAST]
+    assert failures == inside, [f.what for f in after][:5]
+    # Every acknowledged add is there, none doubled (503'd ones settled by key).
+    assert report.carts_match, report.mismatches
+    # Every session intact: each shopper is still logged in as itself.
+    for shopper in [watcher, *load.shoppers]:
+        me = shopper.must("GET", "/api/me").json()
+        assert me["username"] == shopper.name
+    assert watcher.cart() == {"espresso-cup": 2}
+
+
+def test_old_primary_holds_the_new_data_as_a_replica(ha_cluster: Launcher) -> None:
+    view = redis_view(ha_cluster)
+    primary = next(n for n in view["nodes"] if n["name"] == view["primary"])
+    replica = next(n for n in view["nodes"] if n["name"] != view["primary"])
+    assert replica["role"] == "replica" and replica["replica_of"] == primary["port"]
+    shopper = Shopper(ha_cluster.url)
+    shopper.sign_up()  # a write acknowledged by the rejoined replica (WAIT 1)
+    assert shopper.add("espresso-cup", 1)
