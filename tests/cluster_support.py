@@ -89,9 +89,7 @@ def leftovers(pids: set[int]) -> set[int]:
 
 
 @contextmanager
-def running_cluster(
-    workdir: Path, replicas: int = 3, redis: str = "single"
-) -> Iterator[Launcher]:
+def running_cluster(workdir: Path, replicas: int = 3, redis: str = "single") -> Iterator[Launcher]:
     """A cluster started by the launcher; always `down` afterwards, then by pid if need be."""
     launcher = Launcher(workdir)
     seen: set[int] = set()

@@ -75,10 +75,12 @@ def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
         )
         ha_cluster.run("start", old)
         procs.wait_until(
-            lambda: requests.get(f"{url}/readyz", timeout=5).status_code == 200
-            and any(
-                n["name"] == old and n["role"] == "replica" and n.get("link_up")
-                for n in redis_view(ha_cluster)["nodes"]
+            lambda: (
+                requests.get(f"{url}/readyz", timeout=5).status_code == 200
+                and any(
+                    n["name"] == old and n["role"] == "replica" and n.get("link_up")
+                    for n in redis_view(ha_cluster)["nodes"]
+                )
             ),
             timeout=30,
             interval=0.1,
