@@ -7,7 +7,7 @@ Data model (all keys share the interface's `key_prefix`, default ``sess:``):
 | ``{prefix}{hmac}`` | hash | min(idle left, absolute left) | save / load scripts |
 | ``{prefix}user:{id}`` | zset | its longest-lived member | save, load, destroy scripts |
 
-``{hmac}`` is hex HMAC-SHA256 of the cookie's session id, keyed by a key
+``{hmac}`` is the HMAC-SHA256 of the cookie's session id (base64url, 43 chars), keyed by a key
 derived from the app's SECRET_KEY: a dump or a replica of Redis contains no
 usable cookie, and a lookup compares nothing secret in Python (Redis finds
 the key by hash), so it leaks no timing about valid ids.
@@ -24,6 +24,7 @@ with its last member, so it cannot grow without bound.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 
@@ -46,8 +47,11 @@ class KeySpace:
         self._hmac_key = hmac.new(secret, b"sessionstore/session-key/v1", hashlib.sha256).digest()
 
     def session(self, sid: str) -> str:
-        digest = hmac.new(self._hmac_key, sid.encode(), hashlib.sha256).hexdigest()
-        return f"{self.prefix}{digest}"
+        digest = hmac.new(self._hmac_key, sid.encode(), hashlib.sha256).digest()
+        # base64url, not hex: 43 characters keep the key (as a member of the
+        # user index) under Redis's 64-byte listpack limit, so a small index
+        # stays in Redis's compact encoding (a third of the memory).
+        return f"{self.prefix}{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
 
     @property
     def user_index_prefix(self) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Any
+from uuid import UUID
 
 from flask.sessions import SessionMixin
 
@@ -23,6 +24,10 @@ from .keys import field_name
 from .store import KEEP_USER, SessionStore
 
 SID_BYTES = 32  # 256 bits of entropy
+
+# Values of these types cannot change in place: one that was read but never
+# assigned is unchanged, and needs no re-serializing to prove it.
+_IMMUTABLE = (str, bytes, int, float, type(None), datetime, date, time, UUID)
 _SID_SHAPE = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
 
 
@@ -45,6 +50,9 @@ class RedisSession(SessionMixin):
         self.had_cookie = sid is not None
         self._data: dict[str, Any] | None = None
         self._raw: dict[str, str] = {}
+        # Keys whose value may have changed: assigned, or handed out as a
+        # mutable value. Only these are re-serialized and compared at save.
+        self._touched: set[str] = set()
         self._loaded_user: str | None = None
         self._loaded_sid: str | None = None  # set by regenerate(): the id to rotate away from
         self.new = True
@@ -72,10 +80,14 @@ class RedisSession(SessionMixin):
         return self._data
 
     def __getitem__(self, key: str) -> Any:
-        return self.data[key]
+        value = self.data[key]
+        if not isinstance(value, _IMMUTABLE):
+            self._touched.add(key)
+        return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
+        self._touched.add(key)
 
     def __delitem__(self, key: str) -> None:
         del self.data[key]
@@ -114,6 +126,7 @@ class RedisSession(SessionMixin):
         if stored_sid:
             self._store.destroy(stored_sid)
         self._data, self._raw = {}, {}
+        self._touched = set()
         self._loaded_user = None
         self._loaded_sid = None
         self.sid = None
@@ -125,15 +138,15 @@ class RedisSession(SessionMixin):
 
     def changes(self) -> tuple[dict[str, str], list[str]]:
         """(fields to set, fields to delete) against what was loaded."""
+        data = self.data
         sets: dict[str, str] = {}
-        seen: set[str] = set()
-        for key, value in self.data.items():
+        for key in self._touched.intersection(data):
             field = field_name(key)
-            seen.add(field)
-            encoded = serializer.dumps(value)
+            encoded = serializer.dumps(data[key])
             if self._raw.get(field) != encoded:
                 sets[field] = encoded
-        deletes = [field for field in self._raw if field not in seen]
+        present = {field_name(key) for key in data}
+        deletes = [field for field in self._raw if field not in present]
         return sets, deletes
 
     def user_change(self) -> Any:

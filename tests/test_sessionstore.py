@@ -79,6 +79,11 @@ def make_app(client: redis.Redis, name: str = "replica", *, peer: bool = False, 
         cart[item] = cart.get(item, 0) + 1  # no session.modified anywhere
         return "ok"
 
+    @app.post("/nested-via-get/<item>")
+    def nested_via_get(item):
+        session.get("cart")[item] = "changed in place"
+        return "ok"
+
     @app.post("/slow-set/<key>/<value>")
     def slow_set(key, value):
         dict(session)  # load now, like a request that reads early ...
@@ -206,6 +211,23 @@ def test_nested_change_is_saved_without_setting_modified(app):
     client.post("/nested/apple")
     client.post("/nested/pear")
     assert client.get("/read").json == {"cart": {"apple": 2, "pear": 1}}
+
+
+def test_in_place_change_of_a_value_read_with_get_is_saved(app):
+    client = app.test_client()
+    client.post("/nested/apple")
+    client.post("/nested-via-get/apple")
+    assert client.get("/read").json == {"cart": {"apple": "changed in place"}}
+
+
+def test_small_sessions_and_user_indexes_stay_in_redis_compact_encoding(app, redis_client):
+    client = app.test_client()
+    client.post("/login/alice")
+    client.post("/nested/apple")
+    (key,) = session_keys(redis_client)
+    assert len(key) < 64  # fits a listpack entry, as a member of the user index
+    assert redis_client.object("encoding", key) == "listpack"
+    assert redis_client.object("encoding", "sess:user:alice") == "listpack"
 
 
 def test_only_changed_fields_are_written(app, redis_client):
