@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
+EXTRAS=test,bench  # one virtualenv for running, testing and benchmarking
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -60,8 +61,8 @@ case "$cmd" in
   test)
     shift
     ensure_packages redis-server:redis-server nginx:nginx chromium:chromium \
-      docker-compose:docker-compose
-    ensure_venv test
+      docker-compose:docker-compose wrk:wrk
+    ensure_venv "$EXTRAS"
     say "ruff check"
     "$VENV/bin/ruff" check .
     say "pytest"
@@ -72,7 +73,7 @@ case "$cmd" in
     ;;
   *)
     ensure_packages redis-server:redis-server nginx:nginx
-    ensure_venv test
+    ensure_venv "$EXTRAS"
     [ "$cmd" = up ] && say "Starting the cluster (shop-cluster up)"
     exec "$VENV/bin/shop-cluster" "$@"
     ;;
