@@ -179,6 +179,20 @@ def with_cookie(app: Flask, sid: str):
     return client
 
 
+def run_slow_write_racing(one: Flask, two: Flask, sid: str, racer) -> None:
+    """Replica one loads the session, then `racer` runs (a path POSTed to replica
+    two, or a callable), then replica one writes what it had loaded plus a key."""
+    slow = threading.Thread(target=lambda: with_cookie(one, sid).post("/slow-set/a/from-one"))
+    slow.start()
+    assert one.loaded.wait(5)
+    if callable(racer):
+        racer()
+    else:
+        with_cookie(two, sid).post(racer)
+    one.gate.set()
+    slow.join(10)
+
+
 # 1. No lost updates ---------------------------------------------------------
 
 
@@ -189,14 +203,8 @@ def test_concurrent_requests_on_two_replicas_changing_different_keys_both_surviv
     first = one.test_client()
     first.post("/set/seed/1")
     sid = cookie_of(first)
-
-    slow = threading.Thread(target=lambda: with_cookie(one, sid).post("/slow-set/a/from-one"))
-    slow.start()
-    assert one.loaded.wait(5)
     # While replica one holds its (stale) copy, replica two writes another key.
-    assert with_cookie(two, sid).post("/set/b/from-two").status_code == 200
-    one.gate.set()
-    slow.join(10)
+    run_slow_write_racing(one, two, sid, "/set/b/from-two")
 
     assert with_cookie(two, sid).get("/read").json == {
         "seed": "1",
@@ -263,13 +271,7 @@ def test_slow_request_finishing_after_logout_does_not_resurrect_session(
     first = one.test_client()
     first.post("/login/alice")
     sid = cookie_of(first)
-
-    slow = threading.Thread(target=lambda: with_cookie(one, sid).post("/slow-set/late/write"))
-    slow.start()
-    assert one.loaded.wait(5)
-    with_cookie(two, sid).post("/logout")
-    one.gate.set()
-    slow.join(10)
+    run_slow_write_racing(one, two, sid, "/logout")
 
     assert session_keys(redis_client) == []
     assert with_cookie(two, sid).get("/read").json == {}
@@ -280,14 +282,8 @@ def test_slow_request_finishing_after_rotation_does_not_revive_old_id(redis_clie
     first = one.test_client()
     first.post("/set/cart/full")
     old_sid = cookie_of(first)
-
-    slow = threading.Thread(target=lambda: with_cookie(one, old_sid).post("/slow-set/x/y"))
-    slow.start()
-    assert one.loaded.wait(5)
     rotated = with_cookie(two, old_sid)
-    rotated.post("/login/bob")
-    one.gate.set()
-    slow.join(10)
+    run_slow_write_racing(one, two, old_sid, lambda: rotated.post("/login/bob"))
 
     assert len(session_keys(redis_client)) == 1
     assert with_cookie(two, old_sid).get("/read").json == {}
@@ -733,16 +729,6 @@ def test_sessions_through_a_real_sentinel(redis_server, redis_client, tmp_path):
 # Flask-Session 0.8 with its Redis backend runs the same scenarios. These tests
 # pin down the failures the README claims for it; if a new release fixes one,
 # the test says so and the README's comparison must be updated.
-
-
-def run_slow_write_racing(one: Flask, two: Flask, sid: str, racer: str) -> None:
-    """Replica one loads the session, replica two runs `racer`, then one writes."""
-    slow = threading.Thread(target=lambda: with_cookie(one, sid).post("/slow-set/a/from-one"))
-    slow.start()
-    assert one.loaded.wait(5)
-    with_cookie(two, sid).post(racer)
-    one.gate.set()
-    slow.join(10)
 
 
 @pytest.mark.parametrize("peer", [False, True], ids=["sessionstore", "flask_session"])
