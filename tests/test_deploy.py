@@ -154,3 +154,62 @@ def test_image_entry_points_exist() -> None:
             pytest.fail(f"{module} is missing")
     conf = (REPO / "shop" / "gunicorn_conf.py").read_text()
     assert "SHOP_BIND" in conf
+
+
+# -- the ha profile (Redis primary + replica + 3 Sentinels) -----------------------
+
+HA_ENV = {
+    **SECRETS,
+    "REDIS_SCHEME": "redis+sentinel",
+    "REDIS_HOSTS": "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379",
+    "REDIS_TARGET": "shop/0",
+    "SHOP_REPLICA_ACKS": "1",
+    "SESSION_REPLICA_ACKS": "1",
+}
+HA_SERVICES = {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+
+
+@pytest.fixture(scope="module")
+def compose_ha() -> dict[str, Any]:
+    """The file with the ha profile and the shop pointed at the Sentinels, parsed."""
+    assert docker_compose("--profile", "ha", "config", "-q", env=HA_ENV).returncode == 0
+    result = docker_compose("--profile", "ha", "config", env=HA_ENV)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_ha_profile_is_optional(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in HA_SERVICES:
+        assert services[name]["profiles"] == ["ha"], name
+    assert "profiles" not in services["redis"] and "profiles" not in services["shop"]
+
+
+def test_ha_topology(compose_ha: dict[str, Any]) -> None:
+    services = compose_ha["services"]
+    assert set(services) >= HA_SERVICES
+    for name in HA_SERVICES:
+        assert "ports" not in services[name], f"{name} must not be published"
+        assert services[name]["image"].startswith("redis:7")
+        assert services[name]["healthcheck"]["test"]
+    replica = " ".join(services["redis-replica"]["command"])
+    assert "--replicaof redis-primary 6379" in replica
+    for name in ("redis-primary", "redis-replica"):
+        args = services[name]["environment"]["REDIS_NODE_ARGS"]
+        assert "--appendonly yes" in args and "--masterauth" in args and "--requirepass" in args
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = services[name]["command"][-1]
+        assert "sentinel monitor shop redis-primary 6379 2" in script  # quorum 2 of 3
+        assert "resolve-hostnames yes" in script and "--sentinel" in script
+        # The password reaches the shell as a variable, never written into the file.
+        assert SECRETS["REDIS_PASSWORD"] not in script
+
+
+def test_ha_shop_env_is_a_sentinel_url(compose_ha: dict[str, Any]) -> None:
+    from sessionstore.connection import parse_sentinel_url
+
+    env = compose_ha["services"]["shop"]["environment"]
+    sentinels, service, db, password = parse_sentinel_url(env["REDIS_URL"])
+    assert [host for host, _ in sentinels] == ["sentinel-1", "sentinel-2", "sentinel-3"]
+    assert (service, db, password) == ("shop", 0, SECRETS["REDIS_PASSWORD"])
+    assert env["SHOP_REPLICA_ACKS"] == "1" and env["SESSION_REPLICA_ACKS"] == "1"

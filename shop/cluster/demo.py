@@ -3,6 +3,10 @@
 A narrated walk through the failure semantics, naming the replica (from
 X-Served-By) that answered each request, while a few simulated shoppers
 (the same code the tests use) keep the cluster busy in the background.
+
+On an HA cluster (`--redis ha`) a second act kills the store's primary:
+Sentinel promotes the replica, requests get fast 503s meanwhile, the old
+primary comes back as a replica and the shopper's cart is intact.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from . import ha, procs
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster, ClusterError
 from .shoppers import Load, LoadReport, RequestFailed, Shopper, plentiful
 
@@ -65,12 +70,14 @@ def run_demo(
     *,
     port: int = DEFAULT_PORT,
     replicas: int = DEFAULT_REPLICAS,
+    redis: str = "single",
 ) -> int:
-    """Tell the story; return 0 if nothing was lost and no request failed."""
+    """Tell the story; return 0 if nothing was lost and no request failed
+    (on an HA cluster: none but fast 503s while the store failed over)."""
     started_here = not cluster.is_running(cluster.load())
     if started_here:
         with console.status(f"No cluster in {cluster.workdir}: starting {replicas} replicas…"):
-            cluster.up(replicas=replicas, port=port)
+            cluster.up(replicas=replicas, port=port, redis=redis)
     state = cluster.running()
     if sum(1 for r in state.replicas if r.alive()) < 2:
         raise ClusterError("the demo needs at least 2 running replicas (shop-cluster scale 3)")
@@ -95,7 +102,10 @@ def run_demo(
     try:
         load.start()
         try:
-            ok = _story(cluster, Narrator(console, Shopper(url)), url)
+            narrator = Narrator(console, Shopper(url))
+            ok = _story(cluster, narrator, url)
+            if state.ha:
+                ok = _store_act(cluster, narrator) and ok
         except RequestFailed as exc:
             console.print(f"   [bold red]unexpected answer:[/] {exc}")
             ok = False
@@ -105,10 +115,10 @@ def run_demo(
         if started_here:
             with console.status("Stopping the cluster this demo started…"):
                 cluster.down()
-    console.print(_summary(report))
+    console.print(_summary(report, failover=state.ha))
     if started_here:
         console.print("The cluster this demo started has been stopped.")
-    return 0 if ok and report.ok else 1
+    return 0 if ok and _clean(report, failover=state.ha) else 1
 
 
 def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
@@ -161,21 +171,82 @@ def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
     return intact and back and not shopper.failures
 
 
-def _summary(report: LoadReport) -> Panel:
+def _store_act(cluster: Cluster, n: Narrator) -> bool:
+    """Act two (HA only): kill the Redis primary under the shopper's feet."""
+    shopper = n.shopper
+    n.step("A new cart, then the store's own primary is killed")
+    product = plentiful(shopper.products(), 1)[0]
+    n.call("POST", "/api/cart/items", json={"product_id": product["id"], "qty": 2}, expect=(201,))
+    before = _lines(n.call("GET", "/api/cart").json())
+    n.say("Every write was acknowledged only after the Redis replica had it (WAIT).")
+    proc = cluster.kill(ha.PRIMARY_ALIAS)
+    killed = time.monotonic()
+    n.say(f"[red]{proc.name}, the Redis primary (pid {proc.pid}), is dead.[/]")
+
+    n.step("Sentinel notices (1 s without answer), agrees (quorum 2 of 3), promotes the replica")
+    promoted = None
+    while promoted in (None, proc) and time.monotonic() < killed + BACK_IN_ROTATION_TIMEOUT:
+        response = shopper.request("GET", "/api/cart", expect=(200, 503))
+        if response is not None and response.status_code == 503:
+            n.say(
+                f"[yellow]503[/] in {response.elapsed.total_seconds():.2f} s, "
+                f"Retry-After: {response.headers.get('Retry-After')}  (fast, no hang)"
+            )
+        time.sleep(0.3)
+        promoted = cluster.current_primary(cluster.running())
+    if promoted in (None, proc):
+        n.say("[red]no failover happened[/]")
+        return False
+    n.say(f"[green]{promoted.name} is the primary now[/] ({time.monotonic() - killed:.1f} s).")
+
+    n.step(f"{proc.name} comes back and rejoins as a replica")
+    n.say("Until it does, writes are refused: no replica could acknowledge them.")
+    cluster.start(proc.name)
+    procs.wait_until(
+        lambda: ha.node_info(proc.port).link_up, timeout=30, what=f"{proc.name} to sync"
+    )
+    n.say(f"{proc.name} is a replica of {promoted.name}, in sync ✔")
+    after = _lines(n.call("GET", "/api/cart").json())
+    intact = after == before
+    n.say("cart intact ✔" if intact else f"[red]cart changed: {before} -> {after}[/]")
+    n.call("POST", "/api/cart/items", json={"product_id": product["id"], "qty": 1}, expect=(201,))
+    n.say("writes are acknowledged again ✔")
+    return intact
+
+
+def _clean(report: LoadReport, *, failover: bool) -> bool:
+    """No failure at all, or (store failover) none but 503s; carts must match either way."""
+    if not failover:
+        return report.ok
+    return report.carts_match and not _unexpected(report, True)
+
+
+def _unexpected(report: LoadReport, failover: bool) -> list[str]:
+    """Failures that were not the expected fast 503s of a store failover."""
+    if not failover:
+        return report.failures
+    return [f for f in report.failures if "HTTP 503 " not in f]
+
+
+def _summary(report: LoadReport, *, failover: bool = False) -> Panel:
     table = Table(box=None, padding=(0, 2), show_header=False)
     table.add_row("background shoppers", str(report.shoppers))
     table.add_row("their requests", str(report.requests))
-    failed = len(report.failures)
+    failed = len(_unexpected(report, failover))
     table.add_row("failed requests", f"[green]{failed}[/]" if not failed else f"[red]{failed}[/]")
+    if failover:
+        fast = len(report.failures) - failed
+        table.add_row("503s while the store failed over", f"[yellow]{fast}[/] (retried by key)")
     table.add_row(
         "every cart == acknowledged adds",
         "[green]yes[/]" if report.carts_match else "[red]no[/]",
     )
     spread = ", ".join(f"{k}: {v}" for k, v in sorted(report.served_by.items()))
     table.add_row("served by", spread)
-    for line in (report.failures + report.mismatches)[:5]:
+    for line in (_unexpected(report, failover) + report.mismatches)[:5]:
         table.add_row("[red]problem", line)
-    return Panel.fit(table, title="summary", border_style="green" if report.ok else "red")
+    ok = _clean(report, failover=failover)
+    return Panel.fit(table, title="summary", border_style="green" if ok else "red")
 
 
 def _lines(cart: dict[str, Any]) -> dict[str, int]:
