@@ -239,3 +239,37 @@ def test_the_main_pages_are_accessible(shopper: Shopper) -> None:
     shopper.check_out()
     check("orders")
     assert problems == []
+
+
+def test_the_cluster_page_shows_a_killed_replica_go_and_come_back_without_a_reload(
+    shopper: Shopper, cluster: Launcher
+) -> None:
+    """The live cluster page redraws itself from /api/cluster: a replica killed
+    while the page is open turns "gone", and "alive" again after `start`."""
+    page = shopper.page
+    shopper.open("/cluster")
+    state = "#cluster-rows tr[data-name='{name}'] td.state"
+    for name in ("shop-1", "shop-2", "shop-3"):
+        assert page.locator(state.format(name=name)).inner_text() == "alive"
+    navigations = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    shopper.shot("cluster-all-alive")
+
+    cluster.run("kill", "shop-3")
+    try:
+        page.wait_for_function(
+            "sel => document.querySelector(sel)?.textContent === 'gone'",
+            arg=state.format(name="shop-3"),
+            timeout=15_000,
+        )
+        shopper.shot("cluster-shop-3-gone")
+        keep_for_readme(shopper.shots.saved[-1], "screenshot-cluster-page.png")
+    finally:
+        cluster.run("start", "shop-3", check=False)
+    page.wait_for_function(
+        "sel => document.querySelector(sel)?.textContent === 'alive'",
+        arg=state.format(name="shop-3"),
+        timeout=15_000,
+    )
+    shopper.shot("cluster-shop-3-back")
+    assert navigations == [], "the page reloaded instead of redrawing itself"
