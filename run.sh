@@ -49,9 +49,12 @@ ensure_venv() {
   local extras=$1 stamp="$VENV/.installed-$1"
   local want; want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    say "Installing the project into $VENV (pip install -e '.[$extras]')"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    say "Installing the project into $VENV (pip install -e '.[$extras]'; log: $VENV/pip.log)"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+           && "$VENV/bin/python" -m pip install -e ".[$extras]"; } >"$VENV/pip.log" 2>&1; then
+      tail -n 30 "$VENV/pip.log" >&2
+      die "pip install failed; the whole log is in $VENV/pip.log"
+    fi
     echo "$want" > "$stamp"
   fi
 }
