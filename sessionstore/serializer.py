@@ -8,6 +8,7 @@ Never pickle: a value read from Redis can never run code.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -29,6 +30,11 @@ def dumps(value: Any) -> str:
 
 def loads(raw: str | bytes) -> Any:
     try:
+        # Every tag is a one-key object whose key starts with a space, so it
+        # always serializes as `{" x":`. With no quote-space pair anywhere,
+        # there is no tag to undo and the C decoder alone gives the same result.
+        if (b'" ' if isinstance(raw, bytes) else '" ') not in raw:
+            return json.loads(raw)
         return _tagged.loads(raw)
     except (ValueError, TypeError, KeyError) as exc:
         raise CorruptValue(str(exc)) from exc

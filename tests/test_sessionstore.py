@@ -798,3 +798,23 @@ def test_durable_save_is_still_one_round_trip(primary_with_replica, tmp_path):
     CountingConnection.sends = 0
     client.post("/set/a/3")
     assert CountingConnection.sends == 2  # one load, one pipelined save + WAIT
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"plain": [1, 2.5, "x", None, True]},
+        'say "hi" now',
+        {" t": "a key that looks like a tag"},
+        (1, ("nested", b"bytes")),
+        [Markup("<i>x</i>"), uuid.UUID(int=7)],
+    ],
+)
+def test_serializer_fast_path_agrees_with_flask_tagged_json(value):
+    from flask.json.tag import TaggedJSONSerializer
+
+    from sessionstore import serializer
+
+    raw = serializer.dumps(value)
+    assert serializer.loads(raw) == TaggedJSONSerializer().loads(raw) == value
+    assert type(serializer.loads(raw)) is type(value)
