@@ -280,16 +280,16 @@ def scale_section(data: dict[str, Any]) -> str:
     index = anatomy.get("user_index", {})
     note = ""
     if index.get("encoding") == "skiplist":
-        member = anatomy["hash"]["key_length"]
-        proposed = [anatomy.get(k, {}).get("bytes") for k in anatomy if "proposed" in k]
-        now = anatomy["hash"]["bytes"] + index["bytes"]
         note = (
-            f"The user index holds the session's key ({member} characters) as its member; "
-            f"that is over Redis's `zset-max-listpack-value` ({limit}), so even a one-member "
-            "index is stored as a skiplist instead of a compact listpack: most of a "
-            "session's bytes. A key of 64 characters or fewer (base64url instead of hex "
-            "for the HMAC: `sess:` + 43) keeps the index a listpack: the rows marked "
-            f"*proposed* above, {sum(b or 0 for b in proposed)} bytes instead of {now}."
+            f"The user index is a skiplist: its member (the session key, "
+            f"{anatomy['hash']['key_length']} characters) is over Redis's "
+            f"`zset-max-listpack-value` ({limit}); keep the key prefix short."
+        )
+    elif index:
+        note = (
+            f"Both keys stay in Redis's compact listpack encoding: the session key is "
+            f"{anatomy['hash']['key_length']} characters (base64url HMAC), under "
+            f"`zset-max-listpack-value` ({limit})."
         )
     return "\n".join(
         [

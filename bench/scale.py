@@ -152,23 +152,13 @@ def run_scale(
 
 
 def key_anatomy(client: redis.Redis, keys: KeySpace, number: int) -> dict[str, Any]:
-    """MEMORY USAGE and encoding of one session's hash and of its user index (where
-    the bytes per session go), and of the same session under a shorter key:
-    base64url instead of hex for the HMAC, the change proposed in RESULTS.md."""
+    """MEMORY USAGE and encoding of one session's hash and of its user index:
+    where the bytes per session go."""
     content = session_content(number)
     key = keys.session(synthetic_sid(number))
     out: dict[str, Any] = {}
     for role, name in (("hash", key), ("user_index", keys.user_index(content["user_id"]))):
         out[role] = _usage(client, name)
-    # The same hash and index, copied under the shorter key, then removed again.
-    digest = bytes.fromhex(key[len(keys.prefix) :])
-    short = keys.prefix + base64.urlsafe_b64encode(digest).decode().rstrip("=")
-    index = keys.user_index(f"{content['user_id']}-short-key")
-    client.copy(key, short)
-    client.zadd(index, {short: client.zscore(keys.user_index(content["user_id"]), key)})
-    out["hash, base64url key (proposed)"] = _usage(client, short)
-    out["user_index, base64url member (proposed)"] = _usage(client, index)
-    client.delete(short, index)
     limit = client.config_get("zset-max-listpack-value").get(b"zset-max-listpack-value")
     out["zset_max_listpack_value"] = int(limit or 64)
     return out
