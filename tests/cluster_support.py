@@ -56,10 +56,12 @@ class Launcher:
     def url(self) -> str:
         return f"http://{procs.LOOPBACK}:{self.port}"
 
-    def up(self, replicas: int = 3, redis: str = "single") -> subprocess.CompletedProcess:
+    def up(
+        self, replicas: int = 3, redis: str = "single", *options: str
+    ) -> subprocess.CompletedProcess:
         self.port = self.port or procs.free_port()
         result = self.run(
-            "up", "--replicas", str(replicas), "--port", str(self.port), "--redis", redis
+            "up", "--replicas", str(replicas), "--port", str(self.port), "--redis", redis, *options
         )
         self.up_output = result.stdout
         return result
@@ -89,12 +91,14 @@ def leftovers(pids: set[int]) -> set[int]:
 
 
 @contextmanager
-def running_cluster(workdir: Path, replicas: int = 3, redis: str = "single") -> Iterator[Launcher]:
+def running_cluster(
+    workdir: Path, replicas: int = 3, redis: str = "single", *options: str
+) -> Iterator[Launcher]:
     """A cluster started by the launcher; always `down` afterwards, then by pid if need be."""
     launcher = Launcher(workdir)
     seen: set[int] = set()
     try:
-        launcher.up(replicas, redis)
+        launcher.up(replicas, redis, *options)
         yield launcher
     finally:
         if (workdir / "state.json").exists():

@@ -123,3 +123,33 @@ def test_old_primary_holds_the_new_data_as_a_replica(ha_cluster: Launcher) -> No
     shopper = Shopper(ha_cluster.url)
     shopper.sign_up()  # a write acknowledged by the rejoined replica (WAIT 1)
     assert shopper.add("espresso-cup", 1)
+
+
+def test_with_two_redis_replicas_writes_go_on_after_a_failover(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`--redis-replicas 2`: after the primary dies, a replica is left to
+    acknowledge writes, so they resume once Sentinel has promoted another
+    node, without waiting for the old primary to come back."""
+    workdir = tmp_path_factory.mktemp("ha2")
+    with running_cluster(workdir, 2, "ha", "--redis-replicas", "2") as launcher:
+        roles = sorted(n["role"] for n in redis_view(launcher)["nodes"])
+        assert roles == ["primary", "replica", "replica"]
+        shopper = Shopper(launcher.url)
+        shopper.sign_up()
+        assert shopper.add("espresso-cup", 1)
+        old = redis_view(launcher)["primary"]
+        killed_at = time.monotonic()
+        launcher.run("kill", "redis-primary")
+
+        def write_acknowledged() -> bool:
+            if shopper.pending:
+                shopper.settle_one()  # a 503'd add, retried with its own key
+            return not shopper.pending and shopper.add("paper-filters", 1)
+
+        procs.wait_until(write_acknowledged, timeout=30, interval=0.2, what="a write after it")
+        print(f"\nwrites acknowledged again {time.monotonic() - killed_at:.2f}s after the kill")
+        view = redis_view(launcher)
+        assert view["primary"] not in (None, old)
+        assert not any(n["alive"] for n in view["nodes"] if n["name"] == old)  # still dead
+        assert shopper.cart() == dict(shopper.acknowledged)

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="single: one redis-server; ha: a primary, a replica and 3 Sentinels, "
         "every write acknowledged by the replica (default: single)",
     )  # fmt: skip
+    shape.add_argument(
+        "--redis-replicas", type=int, default=1, metavar="N",
+        help="with --redis ha: how many Redis replicas (default: 1). With 2, a replica is "
+        "left to acknowledge writes after a failover, so writes do not pause until the "
+        "old primary is back",
+    )  # fmt: skip
 
     up = sub.add_parser(
         "up", parents=[common, shape], help="start redis, N replicas and nginx; wait until ready"
@@ -177,7 +183,12 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     store = "Redis + Sentinels" if args.redis == "ha" else "redis"
     with console.status(f"Starting {args.replicas} replicas, {store} and nginx…"):
-        cluster.up(replicas=args.replicas, port=args.port, redis=args.redis)
+        cluster.up(
+            replicas=args.replicas,
+            port=args.port,
+            redis=args.redis,
+            redis_replicas=args.redis_replicas,
+        )
     status = cluster.status()
     console.print(status_table(status))
     console.print(f"The shop is at [bold cyan]{status['url']}[/]  (workdir: {cluster.workdir})")
@@ -250,7 +261,14 @@ def cmd_scale(cluster: Cluster, args: argparse.Namespace) -> int:
 def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
-    return run_demo(cluster, console, port=args.port, replicas=args.replicas, redis=args.redis)
+    return run_demo(
+        cluster,
+        console,
+        port=args.port,
+        replicas=args.replicas,
+        redis=args.redis,
+        redis_replicas=args.redis_replicas,
+    )
 
 
 COMMANDS = {

@@ -71,13 +71,16 @@ def run_demo(
     port: int = DEFAULT_PORT,
     replicas: int = DEFAULT_REPLICAS,
     redis: str = "single",
+    redis_replicas: int = 1,
 ) -> int:
     """Tell the story; return 0 if nothing was lost and no request failed
     (on an HA cluster: none but fast 503s while the store failed over)."""
     started_here = not cluster.is_running(cluster.load())
     if started_here:
         with console.status(f"No cluster in {cluster.workdir}: starting {replicas} replicas…"):
-            cluster.up(replicas=replicas, port=port, redis=redis)
+            cluster.up(
+                replicas=replicas, port=port, redis=redis, redis_replicas=redis_replicas
+            )
     state = cluster.running()
     if sum(1 for r in state.replicas if r.alive()) < 2:
         raise ClusterError("the demo needs at least 2 running replicas (shop-cluster scale 3)")

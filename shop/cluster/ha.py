@@ -30,7 +30,6 @@ FAILOVER_TIMEOUT_MS = 4000
 NODE_PREFIX = "redis-"
 SENTINEL_PREFIX = "sentinel-"
 PRIMARY_ALIAS = "redis-primary"
-NODES = 2
 SENTINELS = 3
 
 # Every node, primary or not: one full sync at once (no 5 s batching wait),

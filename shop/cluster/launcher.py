@@ -192,15 +192,26 @@ class Cluster:
 
     # -------------------------------------------------------------------- up
     def up(
-        self, *, replicas: int = DEFAULT_REPLICAS, port: int = DEFAULT_PORT, redis: str = "single"
+        self,
+        *,
+        replicas: int = DEFAULT_REPLICAS,
+        port: int = DEFAULT_PORT,
+        redis: str = "single",
+        redis_replicas: int = 1,
     ) -> State:
         """Start the store, `replicas` shop replicas and nginx; return once all are ready.
 
-        `redis` is ``single`` (one redis-server) or ``ha`` (a primary, a replica
-        and three Sentinels; the shop connects through the Sentinels).
+        `redis` is ``single`` (one redis-server) or ``ha`` (a primary,
+        `redis_replicas` replicas and three Sentinels; the shop connects through
+        the Sentinels). With two or more Redis replicas, one is left to
+        acknowledge writes after a failover, so writes need not pause.
         """
         if replicas < 1:
             raise ClusterError("--replicas must be at least 1")
+        if not 1 <= redis_replicas <= 5:
+            raise ClusterError("--redis-replicas must be between 1 and 5")
+        if redis_replicas != 1 and redis != "ha":
+            raise ClusterError("--redis-replicas needs --redis ha")
         if redis not in REDIS_MODES:
             raise ClusterError(f"--redis must be one of {', '.join(REDIS_MODES)}")
         # Fail before starting anything when a binary is missing.
@@ -224,7 +235,8 @@ class Cluster:
             )
             if redis == "ha":
                 state.redis_nodes = [
-                    Proc(f"{ha.NODE_PREFIX}{i}", procs.free_port()) for i in range(1, ha.NODES + 1)
+                    Proc(f"{ha.NODE_PREFIX}{i}", procs.free_port())
+                    for i in range(1, redis_replicas + 2)
                 ]
                 state.sentinels = [
                     Proc(f"{ha.SENTINEL_PREFIX}{i}", procs.free_port())
@@ -267,7 +279,7 @@ class Cluster:
         return self.workdir / proc.name
 
     def _start_ha_store(self, state: State) -> None:
-        """redis-1 as primary, redis-2 its replica, then three Sentinels watching redis-1."""
+        """redis-1 as primary, redis-2.. its replicas, then three Sentinels watching redis-1."""
         first, *others = state.redis_nodes
         self._start_node(first, self.store_dir(first), dict(ha.NODE_SETTINGS))
         for node in others:
