@@ -56,7 +56,10 @@ def test_metrics_of_both_workers_add_up_and_move_with_traffic(gunicorn_replica, 
     # A new connection per request, so both workers serve some of them.
     for _ in range(30):
         assert requests.get(f"{base}/api/products", timeout=5).status_code == 200
-    workers = requests.get(f"{base}/api/cluster", timeout=5).json()["replicas"][0]["workers"]
+
+    def workers_beating() -> int:
+        return requests.get(f"{base}/api/cluster", timeout=5).json()["replicas"][0]["workers"]
+
     with requests.Session() as http:
         credentials = {"username": "metered", "password": PASSWORD}
         assert http.post(f"{base}/api/register", json=credentials, timeout=5).status_code == 201
@@ -74,7 +77,9 @@ def test_metrics_of_both_workers_add_up_and_move_with_traffic(gunicorn_replica, 
     # Written by two processes: both workers' files are summed by the scrape.
     metric_files = {p.name for p in (tmp_path / "metrics").glob("counter_*.db")}
     assert len(metric_files) == 2, metric_files
-    assert workers == 2  # both workers beat (the heartbeat is per worker)
+    # Both workers beat (the heartbeat is per worker, from its own thread, so
+    # the second one's first beat may land a moment after its first request).
+    procs.wait_until(lambda: workers_beating() == 2, timeout=10, what="both workers' heartbeats")
 
     def delta(name: str, **labels: str) -> float:
         key = (name, frozenset(labels.items()))
