@@ -9,6 +9,7 @@ See README.md beside this file for the guarantees and the Redis data model.
 from .connection import parse_sentinel_url, redis_from_url
 from .errors import NotReplicated, StoreUnavailable
 from .interface import RedisSessionInterface, init_app
+from .scripts import LuaScript, run_script
 from .session import RedisSession
 from .store import SessionInfo, SessionStore
 
@@ -19,7 +20,9 @@ __all__ = [
     "SessionInfo",
     "SessionStore",
     "StoreUnavailable",
+    "LuaScript",
     "init_app",
     "parse_sentinel_url",
     "redis_from_url",
+    "run_script",
 ]

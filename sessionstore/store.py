@@ -17,8 +17,9 @@ from typing import Any
 import redis
 
 from . import serializer
-from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
+from .errors import TRANSIENT_REDIS_ERRORS, StoreUnavailable
 from .keys import META_CREATED, META_USER, KeySpace, session_key_of
+from .scripts import LuaScript, run_script
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SessionStore:
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout.total_seconds() * 1000))
         self._scripts = {
-            name: client.register_script(_load_script(name))
+            name: LuaScript(_load_script(name))
             for name in ("load", "save", "destroy", "user_sessions", "revoke_user")
         }
 
@@ -113,34 +114,18 @@ class SessionStore:
             self._keys = KeySpace(self.key_prefix, secret_key or "")
 
     def _run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
+        """One script, one round trip; `durable` writes wait for `replica_acks` replicas."""
         try:
-            if durable and self.replica_acks:
-                return self._run_and_wait(name, keys, args)
-            return self._scripts[name](keys=keys, args=args)
+            return run_script(
+                self.client,
+                self._scripts[name],
+                keys,
+                args,
+                replica_acks=self.replica_acks if durable else 0,
+                ack_timeout_ms=self._ack_timeout_ms,
+            )
         except TRANSIENT_REDIS_ERRORS as exc:
             raise StoreUnavailable(f"session store unavailable: {exc}") from exc
-
-    def _run_and_wait(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """The script and a WAIT for replicas, pipelined: still one round trip."""
-        script = self._scripts[name]
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.wait(self.replica_acks, self._ack_timeout_ms)
-            try:
-                result, acked = pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self.client.script_load(script.script)  # first use after a restart or failover
-                continue
-            if acked < self.replica_acks:
-                raise NotReplicated(
-                    f"write reached {acked} of {self.replica_acks} replica(s) "
-                    f"within {self._ack_timeout_ms} ms"
-                )
-            return result
-        raise AssertionError("unreachable")
 
     # -- one session --------------------------------------------------------
 

@@ -16,7 +16,6 @@ with a fast 503 + Retry-After, exactly as sessionstore does for sessions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -25,9 +24,8 @@ from typing import Any
 
 import redis
 from flask import current_app, has_app_context
-from redis.exceptions import NoScriptError
 
-from sessionstore import NotReplicated
+from sessionstore import LuaScript, NotReplicated, run_script
 
 from . import keys, metrics
 from .errors import ShopError
@@ -76,21 +74,12 @@ def _current_durability() -> Durability:
     return NO_WAIT
 
 
-@dataclass(frozen=True)
-class _Script:
-    text: str
-    sha: str
-
-
 @cache
-def _script(name: str) -> _Script:
+def _script(name: str) -> LuaScript:
     lua = resources.files("shop") / "lua"
     envelope = (lua / "idempotent.lua").read_text(encoding="utf-8")
     body = (lua / f"{name}.lua").read_text(encoding="utf-8")
-    text = envelope.replace("\n@BODY@\n", "\n" + body + "\n", 1)
-    return _Script(
-        text=text, sha=hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
-    )
+    return LuaScript(envelope.replace("\n@BODY@\n", "\n" + body + "\n", 1))
 
 
 def run(
@@ -121,7 +110,18 @@ def run(
     argv = [fingerprint, RECORD_TTL_SECONDS, *args]
     all_keys = [record_key, *keys_]
     durability = durability or _current_durability()
-    kind, record = _evalsha(client, script, [*all_keys, *argv], len(all_keys), durability)
+    try:
+        kind, record = run_script(
+            client,
+            script,
+            all_keys,
+            argv,
+            replica_acks=durability.replica_acks,
+            ack_timeout_ms=durability.timeout_ms,
+        )
+    except NotReplicated:
+        metrics.record_not_replicated()
+        raise
     kind = kind.decode() if isinstance(kind, bytes) else kind
     data = json.loads(record)
     if claim and kind == "replay" and data.get("fp") != claim.fingerprint:
@@ -139,31 +139,3 @@ def run(
     )
     metrics.record_script(name, outcome.result, outcome.replayed)
     return outcome
-
-
-def _evalsha(
-    client: redis.Redis, script: _Script, keys_and_args: list[Any], numkeys: int, d: Durability
-) -> Any:
-    """EVALSHA (plus WAIT when asked, pipelined), loading the script once if Redis lacks it."""
-    for attempt in range(2):
-        try:
-            if not d.replica_acks:
-                return client.evalsha(script.sha, numkeys, *keys_and_args)
-            pipe = client.pipeline(transaction=False)
-            pipe.evalsha(script.sha, numkeys, *keys_and_args)
-            pipe.wait(d.replica_acks, d.timeout_ms)
-            reply, acked = pipe.execute()
-        except NoScriptError:
-            if attempt:
-                raise
-            # Scripts are replicated as their effects, so a promoted replica
-            # has never seen them: the first call after a failover loads it.
-            client.script_load(script.text)
-            continue
-        if acked < d.replica_acks:
-            metrics.record_not_replicated()
-            raise NotReplicated(
-                f"write reached {acked} of {d.replica_acks} replica(s) within {d.timeout_ms} ms"
-            )
-        return reply
-    raise AssertionError("unreachable")
