@@ -55,7 +55,8 @@ def wait_in_rotation(url: str, name: str, timeout: float = 20) -> None:
 
 def assert_clean(report: LoadReport, at_least: int) -> None:
     print(  # shown with -s: the numbers behind "zero failures"
-        f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s, "
+        f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s "
+        f"({report.resent} resent after a connection reset), "
         f"{len(report.failures)} failed, carts match: {report.carts_match}, "
         f"served by: {dict(sorted(report.served_by.items()))}"
     )

@@ -237,6 +237,8 @@ def _summary(report: LoadReport, *, failover: bool = False) -> Panel:
     table.add_row("their requests", str(report.requests))
     failed = len(_unexpected(report, failover))
     table.add_row("failed requests", f"[green]{failed}[/]" if not failed else f"[red]{failed}[/]")
+    if report.resent:
+        table.add_row("resent on a fresh connection", f"{report.resent} (as a browser would)")
     if failover:
         fast = len(report.failures) - failed
         table.add_row("503s while the store failed over", f"[yellow]{fast}[/] (retried by key)")

@@ -69,6 +69,7 @@ class Shopper:
     # Adds answered 503: (Idempotency-Key, body), retried with the same key.
     pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     last_status: int | None = None
+    resent: int = 0  # requests resent after their connection was reset (see _send)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -95,9 +96,7 @@ class Shopper:
         self.last_status = None
         started = time.monotonic()
         try:
-            response = self.session.request(
-                method, self.base_url + path, json=json, headers=headers, timeout=TIMEOUT
-            )
+            response = self._send(method, path, json, headers)
         except requests.RequestException as exc:
             self._failed(started, None, f"{method} {path}: {type(exc).__name__}: {exc}")
             return None
@@ -113,6 +112,25 @@ class Shopper:
             )
             return None
         return response
+
+    def _send(
+        self, method: str, path: str, json: Any, headers: dict[str, str]
+    ) -> requests.Response:
+        """One request, resent once if its kept-alive connection was closed under it.
+
+        nginx closes idle keep-alive connections when it reloads (`scale`), and a
+        request sent at that instant meets a reset before any answer. Browsers
+        resend such a request on a fresh connection; so does this shopper, with
+        the same Idempotency-Key, so the shop applies it at most once.
+        """
+        url = self.base_url + path
+        try:
+            return self.session.request(method, url, json=json, headers=headers, timeout=TIMEOUT)
+        except requests.ConnectionError as exc:
+            if isinstance(exc, requests.Timeout):
+                raise
+            self.resent += 1
+            return self.session.request(method, url, json=json, headers=headers, timeout=TIMEOUT)
 
     def _failed(self, started: float, status: int | None, what: str) -> None:
         self.failures.append(what)
@@ -212,6 +230,7 @@ class LoadReport:
     mismatches: list[str]
     served_by: Counter[str]
     seconds: float
+    resent: int = 0  # requests resent on a fresh connection after a reset
 
     @property
     def ok(self) -> bool:
@@ -317,4 +336,5 @@ class Load:
             mismatches=mismatches,
             served_by=self.served_by(),
             seconds=self.stopped - self.started,
+            resent=sum(s.resent for s in self.shoppers),
         )
