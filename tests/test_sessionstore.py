@@ -179,6 +179,18 @@ def with_cookie(app: Flask, sid: str):
     return client
 
 
+def two_replicas_sharing_a_session(
+    client_factory, first_write: str, *, peer: bool = False
+) -> tuple[Flask, Flask, str]:
+    """Two app instances on one Redis, and the cookie of a session that replica
+    one created with `first_write`."""
+    one = make_app(client_factory(), "one", peer=peer)
+    two = make_app(client_factory(), "two", peer=peer)
+    first = one.test_client()
+    first.post(first_write)
+    return one, two, cookie_of(first)
+
+
 def run_slow_write_racing(one: Flask, two: Flask, sid: str, racer) -> None:
     """Replica one loads the session, then `racer` runs (a path POSTed to replica
     two, or a callable), then replica one writes what it had loaded plus a key."""
@@ -199,10 +211,7 @@ def run_slow_write_racing(one: Flask, two: Flask, sid: str, racer) -> None:
 def test_concurrent_requests_on_two_replicas_changing_different_keys_both_survive(
     redis_client, client_factory
 ):
-    one, two = make_app(client_factory(), "one"), make_app(client_factory(), "two")
-    first = one.test_client()
-    first.post("/set/seed/1")
-    sid = cookie_of(first)
+    one, two, sid = two_replicas_sharing_a_session(client_factory, "/set/seed/1")
     # While replica one holds its (stale) copy, replica two writes another key.
     run_slow_write_racing(one, two, sid, "/set/b/from-two")
 
@@ -267,10 +276,7 @@ def test_deleted_key_is_removed_from_redis(app, redis_client):
 def test_slow_request_finishing_after_logout_does_not_resurrect_session(
     redis_client, client_factory
 ):
-    one, two = make_app(client_factory(), "one"), make_app(client_factory(), "two")
-    first = one.test_client()
-    first.post("/login/alice")
-    sid = cookie_of(first)
+    one, two, sid = two_replicas_sharing_a_session(client_factory, "/login/alice")
     run_slow_write_racing(one, two, sid, "/logout")
 
     assert session_keys(redis_client) == []
@@ -278,10 +284,7 @@ def test_slow_request_finishing_after_logout_does_not_resurrect_session(
 
 
 def test_slow_request_finishing_after_rotation_does_not_revive_old_id(redis_client, client_factory):
-    one, two = make_app(client_factory(), "one"), make_app(client_factory(), "two")
-    first = one.test_client()
-    first.post("/set/cart/full")
-    old_sid = cookie_of(first)
+    one, two, old_sid = two_replicas_sharing_a_session(client_factory, "/set/cart/full")
     rotated = with_cookie(two, old_sid)
     run_slow_write_racing(one, two, old_sid, lambda: rotated.post("/login/bob"))
 
@@ -733,23 +736,17 @@ def test_sessions_through_a_real_sentinel(redis_server, redis_client, tmp_path):
 
 @pytest.mark.parametrize("peer", [False, True], ids=["sessionstore", "flask_session"])
 def test_concurrent_update_survives_only_with_sessionstore(redis_client, client_factory, peer):
-    one = make_app(client_factory(), "one", peer=peer)
-    two = make_app(client_factory(), "two", peer=peer)
-    first = one.test_client()
-    first.post("/set/seed/1")
-    run_slow_write_racing(one, two, cookie_of(first), "/set/b/from-two")
-    survived = with_cookie(two, cookie_of(first)).get("/read").json
+    one, two, sid = two_replicas_sharing_a_session(client_factory, "/set/seed/1", peer=peer)
+    run_slow_write_racing(one, two, sid, "/set/b/from-two")
+    survived = with_cookie(two, sid).get("/read").json
     assert ("b" in survived) is not peer  # Flask-Session rewrites the whole session
 
 
 @pytest.mark.parametrize("peer", [False, True], ids=["sessionstore", "flask_session"])
 def test_logout_stays_logged_out_only_with_sessionstore(redis_client, client_factory, peer):
-    one = make_app(client_factory(), "one", peer=peer)
-    two = make_app(client_factory(), "two", peer=peer)
-    first = one.test_client()
-    first.post("/set/user_id/alice")
-    run_slow_write_racing(one, two, cookie_of(first), "/logout")
-    resurrected = with_cookie(two, cookie_of(first)).get("/read").json
+    one, two, sid = two_replicas_sharing_a_session(client_factory, "/set/user_id/alice", peer=peer)
+    run_slow_write_racing(one, two, sid, "/logout")
+    resurrected = with_cookie(two, sid).get("/read").json
     assert (resurrected.get("user_id") == "alice") is peer  # the peer brings the login back
 
 
