@@ -1,7 +1,9 @@
 """Fixtures shared by every test: real servers on loopback, stopped by pid.
 
 No fakes: `redis_server` is a real redis-server in a temp dir, started once per
-test session and emptied before each test that uses `redis_client`.
+test session and emptied before each test that uses `redis_client`. A test that
+uses a redis-server fixture is an integration test: the marker comes from the
+fixture (see `pytest_collection_modifyitems`), so `-m integration` misses none.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ import redis
 import requests
 
 from shop.cluster import procs
+
+# The fixtures that start a real redis-server; every other Redis fixture uses one.
+REDIS_FIXTURES = frozenset({"redis_server", "own_redis"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real redis-server (directly or through another
+    fixture) as `integration`, so the marker cannot be forgotten in a module."""
+    for item in items:
+        if REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @dataclass

@@ -19,8 +19,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from shop_support import make_app
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def fuzzed_app(redis_server, redis_client):

@@ -46,7 +46,6 @@ def value(name: str, **labels: str) -> float:
 # -- /metrics through a real gunicorn with 2 workers ----------------------------
 
 
-@pytest.mark.integration
 def test_metrics_of_both_workers_add_up_and_move_with_traffic(gunicorn_replica, tmp_path):
     base, _ = gunicorn_replica
     requests_total = "shop_http_requests_total"
@@ -99,7 +98,6 @@ def test_metrics_of_both_workers_add_up_and_move_with_traffic(gunicorn_replica, 
 # -- counters at their choke points (test client, in-process registry) ----------
 
 
-@pytest.mark.integration
 def test_checkout_outcomes_replays_and_sessions_are_counted(shop_app, redis_client):
     client = shop_app.test_client()
     ok, short = (
@@ -122,7 +120,6 @@ def test_checkout_outcomes_replays_and_sessions_are_counted(shop_app, redis_clie
     assert value("shop_sessions_destroyed_total") == destroyed + 1
 
 
-@pytest.mark.integration
 def test_a_redis_outage_counts_503s_and_redis_errors(redis_server):
     app = make_app(f"redis://127.0.0.1:{procs.free_port()}/0")  # nothing listens there
     before = value("shop_store_unavailable_total")
@@ -137,7 +134,6 @@ def test_a_redis_outage_counts_503s_and_redis_errors(redis_server):
 # -- heartbeats and /api/cluster ------------------------------------------------
 
 
-@pytest.mark.integration
 def test_api_cluster_aggregates_workers_per_replica_and_keeps_lapsed_ones_as_gone(
     shop_app, redis_client
 ):
@@ -179,7 +175,6 @@ def test_api_cluster_aggregates_workers_per_replica_and_keeps_lapsed_ones_as_gon
     assert 'href="/cluster"' in shop_app.test_client().get("/").get_data(as_text=True)
 
 
-@pytest.mark.integration
 def test_the_heartbeat_thread_beats_at_once_and_removes_its_key_on_stop(redis_client):
     beat = heartbeat.Heartbeat(redis_client, "shop-9", lambda: 0, interval=0.2).start()
     key = keys.cluster_worker("shop-9", beat.pid)
@@ -208,7 +203,6 @@ def test_the_access_line_is_json_without_the_query_string() -> None:
     assert set(record) == {"ts", "replica", "request_id", "method", "path", "status", "duration_ms"}
 
 
-@pytest.mark.integration
 def test_requests_with_a_query_log_only_their_path(shop_app, caplog) -> None:
     with caplog.at_level("INFO", logger=logs.ACCESS_LOGGER):
         shop_app.test_client().get("/login?next=/orders&password=hunter2-secret")

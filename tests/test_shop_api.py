@@ -17,8 +17,6 @@ from shop_support import (
 
 from shop import cart, keys
 
-pytestmark = pytest.mark.integration
-
 
 def test_whole_flow_by_api_register_login_add_change_checkout_orders_logout(api, redis_client):
     register(api, "alice")

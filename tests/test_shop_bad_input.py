@@ -8,8 +8,6 @@ import pytest
 from markupsafe import escape
 from shop_support import PASSWORD, form, register_and_login, snapshot, submit
 
-pytestmark = pytest.mark.integration
-
 JSON = "application/json"
 CASES = [
     # (id, method, path, request kwargs, status, error code)

@@ -10,8 +10,6 @@ from shop_support import PASSWORD, form, forms, register, snapshot, submit, text
 
 from shop import keys
 
-pytestmark = pytest.mark.integration
-
 
 def flashes(page: str) -> list[str]:
     return [m.strip() for m in re.findall(r'<p class="flash[^"]*">(.*?)</p>', page, re.S)]

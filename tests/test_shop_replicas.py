@@ -7,13 +7,10 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from flask import Flask
 from shop_support import PASSWORD, login, register
 
 from shop import keys
-
-pytestmark = pytest.mark.integration
 
 
 class RoundRobinUser:

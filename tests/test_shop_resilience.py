@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import requests
 from flask import session
 from shop_support import PASSWORD, login, make_app, register
 
 from shop.cluster import procs
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 
