@@ -7,7 +7,7 @@ See README.md beside this file for the guarantees and the Redis data model.
 """
 
 from .connection import parse_sentinel_url, redis_from_url
-from .errors import NotReplicated, StoreUnavailable
+from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
 from .interface import RedisSessionInterface, init_app
 from .scripts import LuaScript, run_script
 from .session import RedisSession
@@ -20,6 +20,7 @@ __all__ = [
     "SessionInfo",
     "SessionStore",
     "StoreUnavailable",
+    "TRANSIENT_REDIS_ERRORS",
     "LuaScript",
     "init_app",
     "parse_sentinel_url",

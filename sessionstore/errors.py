@@ -1,4 +1,11 @@
-"""The one exception type an application needs to know about."""
+"""What an application needs to know about when the store fails.
+
+- :class:`StoreUnavailable` (and its subclass :class:`NotReplicated`): a session
+  could not be loaded or saved. Answer 503 with ``Retry-After: retry_after``.
+- :data:`TRANSIENT_REDIS_ERRORS`: the redis-py errors that mean the same for an
+  application's own Redis calls. sessionstore's clients retry on exactly these,
+  and raise :class:`StoreUnavailable` when the retries run out.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +32,9 @@ class StoreUnavailable(Exception):
     was half-written (every save is a single atomic script).
     """
 
-    retry_after = 1
+    # Seconds a client should wait before retrying: about what a Redis restart
+    # or a Sentinel failover takes to show, and no longer than a person waits.
+    retry_after = 2
 
 
 class NotReplicated(StoreUnavailable):

@@ -10,22 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.exceptions
-
-from sessionstore import StoreUnavailable
+from sessionstore import TRANSIENT_REDIS_ERRORS, StoreUnavailable
 
 # Failures that mean the store cannot be reached right now (as opposed to a
-# bug, such as a script error, which must surface as one).
-STORE_ERRORS: tuple[type[BaseException], ...] = (
-    StoreUnavailable,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-)
-
-STORE_RETRY_AFTER_SECONDS = 2
+# bug, such as a script error, which must surface as one): sessionstore's own
+# exception, and the Redis errors the shop's own calls can raise.
+STORE_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *TRANSIENT_REDIS_ERRORS)
 
 
 class ShopError(Exception):
@@ -47,6 +37,10 @@ class ShopError(Exception):
         self.details = details or {}
         self.retry_after = retry_after
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the answer: Retry-After when waiting helps."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
     def to_json(self) -> dict[str, Any]:
         """The JSON error body: ``{"error", "message"}`` plus any details."""
         return {"error": self.code, "message": self.message, **self.details}
@@ -63,5 +57,5 @@ def store_unavailable() -> ShopError:
         503,
         "store_unavailable",
         "The shop's data store is unreachable right now. Please try again in a moment.",
-        retry_after=STORE_RETRY_AFTER_SECONDS,
+        retry_after=StoreUnavailable.retry_after,
     )

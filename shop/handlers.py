@@ -66,8 +66,7 @@ def error_response(err: ShopError) -> Response:
             render_template("error.html", title=title, message=err.message, status=err.status)
         )
     response.status_code = err.status
-    if err.retry_after:
-        response.headers["Retry-After"] = str(err.retry_after)
+    response.headers.update(err.headers())
     return response
 
 

@@ -206,8 +206,8 @@ def _form_page(template: str, err: ShopError | None = None, **context: Any) -> R
         flash(err.message, "error")
         status = err.status
     response = make_response(render_template(template, **context), status)
-    if err is not None and err.retry_after:
-        response.headers["Retry-After"] = str(err.retry_after)
+    if err is not None:
+        response.headers.update(err.headers())
     return response
 
 
