@@ -52,7 +52,6 @@ class LoadedSession:
     raw: dict[str, str]  # hash field -> stored tagged JSON, the snapshot saves diff against
     created_at: datetime
     user_id: str | None
-    ttl_ms: int
 
 
 @dataclass(frozen=True)
@@ -132,12 +131,11 @@ class SessionStore:
     def load(self, sid: str) -> LoadedSession | None:
         """The session for cookie id `sid`, or None if there is none (or it is unreadable)."""
         key = self.keys.session(sid)
-        reply = self._run(
+        flat = self._run(
             "load", [key], [self._idle_ms, self._absolute_ms, self.keys.user_index_prefix]
         )
-        if reply is None:
+        if flat is None:
             return None
-        flat, ttl_ms = reply
         data: dict[str, Any] = {}
         raw: dict[str, str] = {}
         meta: dict[str, str] = {}
@@ -155,7 +153,7 @@ class SessionStore:
             # Damaged or foreign data: start afresh rather than fail the request.
             log.warning("ignoring unreadable session %s: %s", key, exc)
             return None
-        return LoadedSession(data, raw, created_at, meta.get(META_USER), int(ttl_ms))
+        return LoadedSession(data, raw, created_at, meta.get(META_USER))
 
     def save(
         self,

@@ -41,7 +41,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     url = app.config["REDIS_URL"]
-    app.config.setdefault("SESSION_REDIS_URL", url)
     sessions = sessionstore.init_app(app, redis_client=sessionstore.redis_from_url(url))
     metrics.instrument_redis(sessions.store.client, "sessions")
     metrics.instrument_sessions(sessions.store)

@@ -114,11 +114,3 @@ def authenticate(client: redis.Redis, username: Any, password: Any, *, hash_meth
         raise denied
     return User(id=record["id"], username=record["username"])
 
-
-def get_user(client: redis.Redis, user_id: str) -> User | None:
-    """The user with this id, if it exists."""
-    raw = client.hget(keys.users(), user_id)
-    if raw is None:
-        return None
-    record = json.loads(raw)
-    return User(id=record["id"], username=record["username"])

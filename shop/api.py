@@ -1,4 +1,4 @@
-"""The JSON API under /api, exactly as DESIGN.md's table fixes it.
+"""The JSON API under /api, as the README's API table (and /api/openapi.json) fixes it.
 
 Bodies must be ``application/json`` (415 otherwise), which is what keeps a
 cross-site HTML form from reaching these endpoints, so CSRF tokens are not

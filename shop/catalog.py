@@ -27,7 +27,7 @@ class Product:
     position: int = 0
 
     def to_api(self) -> dict[str, Any]:
-        """The JSON API's shape of a product (DESIGN.md: id, name, price_cents, stock)."""
+        """The JSON API's shape of a product (README, API table: id, name, price_cents, stock)."""
         return {
             "id": self.id,
             "name": self.name,

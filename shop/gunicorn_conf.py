@@ -9,7 +9,7 @@ environment variable            default            why
 ``SHOP_TIMEOUT``                30                 a worker silent this long is restarted
 ``SHOP_GRACEFUL_TIMEOUT``       30                 in-flight requests finish on SIGTERM
 ``SHOP_KEEPALIVE``              75                 longer than nginx's upstream keepalive_timeout
-                                                   (60 s), so nginx always closes first and never
+                                                   (30 s), so nginx always closes first and never
                                                    reuses a connection we just dropped
 ``SHOP_FORWARDED_ALLOW_IPS``    127.0.0.1          trust X-Forwarded-* only from the local nginx
 ``SHOP_ACCESS_LOG``             (off)              gunicorn's own access log (path or ``-``);

@@ -1,4 +1,4 @@
-"""The JSON API against a real redis-server: the contract of DESIGN.md, end to end."""
+"""The JSON API against a real redis-server: the contract of the README's API table, end to end."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 -- ARGV[1]  idle timeout (ms)
 -- ARGV[2]  absolute timeout (ms)
 -- ARGV[3]  user index key prefix (the user id is appended)
--- Returns nil when there is no such session, else {flat field/value list, ttl ms}.
+-- Returns nil when there is no such session, else its flat field/value list.
 local key = KEYS[1]
 local fields = redis.call('HGETALL', key)
 if #fields == 0 then return false end
@@ -23,8 +23,7 @@ if ttl >= 0 and ttl < idle / 2 then
   if new_ttl > ttl then
     redis.call('PEXPIRE', key, new_ttl)
     redis.call('HSET', key, '!a', now)
-    ttl = new_ttl
-    if user then index_add(ARGV[3] .. user, key, now + ttl, now) end
+    if user then index_add(ARGV[3] .. user, key, now + new_ttl, now) end
   end
 end
-return {fields, ttl}
+return fields
