@@ -18,8 +18,10 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template
 import sessionstore
 
 from . import heartbeat, metrics, shopper
+from .formatting import duration
 
 bp = Blueprint("cluster", __name__)
+bp.add_app_template_filter(duration, "duration")  # as static/cluster.js writes them
 
 REFRESH_SECONDS = 2
 
@@ -70,15 +72,3 @@ def start_heartbeat(app: Flask) -> heartbeat.Heartbeat | None:
     ).start()
     atexit.register(beat.stop)  # a graceful worker exit is "gone" at once, not after the TTL
     return beat
-
-
-@bp.app_template_filter("duration")
-def duration(seconds: float) -> str:
-    """Seconds in words, as static/cluster.js writes them ('2 min 5 s')."""
-    total = max(0, int(seconds))
-    if total < 60:
-        return f"{total} s"
-    minutes = total // 60
-    if minutes < 60:
-        return f"{minutes} min {total % 60} s"
-    return f"{minutes // 60} h {minutes % 60} min"

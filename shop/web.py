@@ -31,6 +31,7 @@ from flask import (
 from . import accounts, cart, catalog, idempotency, orders, shopper
 from .accounts import User
 from .errors import ShopError
+from .formatting import duration, money
 from .scripts import IdempotencyClaim
 
 bp = Blueprint("web", __name__)
@@ -38,25 +39,11 @@ bp = Blueprint("web", __name__)
 NOT_FINGERPRINTED = {"csrf_token", idempotency.FORM_FIELD}
 
 
-def money(cents: int) -> str:
-    """Integer cents as euros, e.g. 1250 -> '€12.50'."""
-    sign = "-" if cents < 0 else ""
-    cents = abs(int(cents))
-    return f"{sign}€{cents // 100:,}.{cents % 100:02d}"
-
-
 def describe_age(created_at: datetime | None, now: datetime | None = None) -> str:
     """A session's age in words, for the footer ('new' before it is stored)."""
     if created_at is None:
         return "new"
-    seconds = max(0, int(((now or datetime.now(UTC)) - created_at).total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return duration(((now or datetime.now(UTC)) - created_at).total_seconds())
 
 
 def page_context() -> dict[str, Any]:

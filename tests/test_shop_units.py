@@ -8,7 +8,8 @@ import pytest
 
 from shop import accounts, cart, config, keys
 from shop.errors import ShopError
-from shop.web import describe_age, money
+from shop.formatting import money
+from shop.web import describe_age
 
 
 @pytest.mark.parametrize(

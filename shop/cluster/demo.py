@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from ..formatting import money
 from . import ha, procs
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster, ClusterError
 from .shoppers import Load, LoadReport, RequestFailed, Shopper, plentiful
@@ -59,8 +60,8 @@ class Narrator:
         for column in ("product", "qty", "subtotal"):
             table.add_column(column, justify="left" if column == "product" else "right")
         for item in cart["items"]:
-            table.add_row(item["name"], str(item["qty"]), _money(item["subtotal_cents"]))
-        table.add_row("[bold]total", "", f"[bold]{_money(cart['total_cents'])}")
+            table.add_row(item["name"], str(item["qty"]), money(item["subtotal_cents"]))
+        table.add_row("[bold]total", "", f"[bold]{money(cart['total_cents'])}")
         return table
 
 
@@ -151,7 +152,7 @@ def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
     intact = _lines(cart_after) == _lines(cart_before)
     n.say("cart intact ✔" if intact else "[red]cart changed![/]")
     order = n.call("POST", "/api/checkout", expect=(201,)).json()
-    n.say(f"order [bold]{order['order_id']}[/] placed, total {_money(order['total_cents'])}")
+    n.say(f"order [bold]{order['order_id']}[/] placed, total {money(order['total_cents'])}")
 
     n.step(f"{victim} is started again")
     cluster.start(victim)
@@ -256,7 +257,3 @@ def _summary(report: LoadReport, *, failover: bool = False) -> Panel:
 
 def _lines(cart: dict[str, Any]) -> dict[str, int]:
     return {item["product_id"]: item["qty"] for item in cart["items"]}
-
-
-def _money(cents: int) -> str:
-    return f"{cents / 100:.2f}"
