@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import redis
@@ -29,6 +30,16 @@ class LuaScript:
     def __post_init__(self) -> None:
         digest = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
         object.__setattr__(self, "sha", digest)
+
+    @classmethod
+    def load(cls, package: str, *names: str) -> LuaScript:
+        """One script from the files ``<package>/lua/<name>.lua``, joined in order.
+
+        Redis 7 scripts cannot share code, so shared parts are joined as text:
+        a file that defines a local function goes before the one that calls it.
+        """
+        folder = resources.files(package) / "lua"
+        return cls("\n".join((folder / f"{name}.lua").read_text("utf-8") for name in names))
 
 
 def run_script(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 import redis
@@ -37,11 +36,6 @@ def _text(value: bytes | str | int | None) -> str | None:
 
 def _ms_to_datetime(ms: str | int | None) -> datetime | None:
     return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms is not None else None
-
-
-def _load_script(name: str) -> str:
-    folder = resources.files(__package__) / "lua"
-    return (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,7 @@ class SessionStore:
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout.total_seconds() * 1000))
         self._scripts = {
-            name: LuaScript(_load_script(name))
+            name: LuaScript.load(__package__, "common", name)
             for name in ("load", "save", "destroy", "user_sessions", "revoke_user")
         }
 

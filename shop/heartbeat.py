@@ -159,13 +159,13 @@ def read_cluster(client: redis.Redis, now: float | None = None) -> list[ReplicaV
     """Every replica seen in the last 10 minutes, alive ones first, then by name.
 
     Two round trips: the workers index, then every worker hash and the last
-    minute's buckets in one pipeline.
+    minute's buckets in one pipeline. `client` decodes responses (as every
+    client of the shop does), so names and values arrive as text.
     """
     now = time.time() if now is None else now
-    index = client.zrangebyscore(
+    members = client.zrangebyscore(
         keys.cluster_workers(), now - GONE_MEMORY_SECONDS, "+inf", withscores=True
     )
-    members = [(_text(m), score) for m, score in index]
     pipe = client.pipeline(transaction=False)
     for member, _ in members:
         replica, _, pid = member.rpartition(MEMBER_SEPARATOR)
@@ -177,11 +177,10 @@ def read_cluster(client: redis.Redis, now: float | None = None) -> list[ReplicaV
     workers, buckets = replies[: len(members)], replies[len(members) :]
 
     views: dict[str, ReplicaView] = {}
-    for (member, score), raw in zip(members, workers, strict=True):
+    for (member, score), info in zip(members, workers, strict=True):
         name = member.rpartition(MEMBER_SEPARATOR)[0]
         view = views.setdefault(name, ReplicaView(name=name, alive=False, workers=0))
         view.last_seen = max(view.last_seen, score)
-        info = {_text(k): _text(v) for k, v in raw.items()}
         if not info:
             continue  # lapsed: the last-seen time is all that is left of this worker
         view.alive = True
@@ -193,7 +192,7 @@ def read_cluster(client: redis.Redis, now: float | None = None) -> list[ReplicaV
             view.started = started if view.started is None else min(view.started, started)
     for bucket in buckets:
         for name, count in bucket.items():
-            view = views.get(_text(name))
+            view = views.get(name)
             if view is not None:
                 view.requests_last_minute += int(count)
     for view in views.values():
@@ -202,10 +201,6 @@ def read_cluster(client: redis.Redis, now: float | None = None) -> list[ReplicaV
         if view.alive and view.started is not None:
             view.uptime_seconds = round(max(0.0, now - view.started), 1)
     return sorted(views.values(), key=lambda v: (not v.alive, _natural(v.name)))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _natural(name: str) -> tuple[str, int, str]:

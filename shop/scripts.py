@@ -1,7 +1,7 @@
 """Running the shop's Lua scripts, each wrapped in the idempotency envelope.
 
 Every change that must be atomic across replicas is one script in
-``shop/lua/``. Each is spliced into ``idempotent.lua``, so any of them can be
+``shop/lua/``. Each is followed by ``idempotent.lua``, so any of them can be
 made idempotent by passing an :class:`IdempotencyClaim`: the check of the key,
 the change and the storing of its result happen in one atomic step, and a
 replica dying half-way cannot leave a claim without its result.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import redis
@@ -76,10 +75,8 @@ def _current_durability() -> Durability:
 
 @cache
 def _script(name: str) -> LuaScript:
-    lua = resources.files("shop") / "lua"
-    envelope = (lua / "idempotent.lua").read_text(encoding="utf-8")
-    body = (lua / f"{name}.lua").read_text(encoding="utf-8")
-    return LuaScript(envelope.replace("\n@BODY@\n", "\n" + body + "\n", 1))
+    """``shop/lua/<name>.lua`` (defines apply) followed by the idempotency envelope."""
+    return LuaScript.load("shop", name, "idempotent")
 
 
 def run(
@@ -122,7 +119,6 @@ def run(
     except NotReplicated:
         metrics.record_not_replicated()
         raise
-    kind = kind.decode() if isinstance(kind, bytes) else kind
     data = json.loads(record)
     if claim and kind == "replay" and data.get("fp") != claim.fingerprint:
         raise ShopError(

@@ -1,5 +1,5 @@
--- Wrapper around every shop script (the script's own body is spliced in below,
--- where the placeholder line is, as `local function apply(K, A) ... end`).
+-- Appended to every shop script (Redis 7 scripts cannot share code), whose
+-- own file defines the change as `local function apply(K, A) ... end`.
 --
 -- It makes "claim an idempotency key" and "apply the change it guards" one
 -- atomic step: Redis runs a script alone, so two replicas receiving the same
@@ -12,8 +12,6 @@
 -- KEYS[2..], ARGV[3..] are handed to apply() as K, A.
 --
 -- Returns {'fresh'|'replay', record JSON {"fp": ..., "result": ...}}.
-
-@BODY@
 
 local fp = ARGV[1]
 if fp ~= '' then
