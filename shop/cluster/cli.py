@@ -1,7 +1,9 @@
 """`shop-cluster`: run the whole shop cluster on this machine as plain processes.
 
-Parses arguments, calls `launcher.Cluster` and prints with rich. Errors the
-user can act on are one red line and a non-zero exit code, never a traceback.
+Parses arguments, calls `launcher.Cluster` and says what happened (drawing with
+`output.py`). Errors the user can act on are one red line and a non-zero exit
+code, never a traceback. A new subcommand is a parser in `build_parser`, a
+`cmd_*` function here and a method of `Cluster`.
 """
 
 from __future__ import annotations
@@ -10,26 +12,14 @@ import argparse
 import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
-from . import procs
-from .launcher import (
-    DEFAULT_PORT,
-    DEFAULT_REPLICAS,
-    DEFAULT_WORKDIR,
-    REDIS_MODES,
-    Cluster,
-    ClusterError,
-)
-
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from . import procs, store
+from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
+from .output import LogFollower, console, err_console, status_table
+from .procs import ClusterError
+from .state import DEFAULT_WORKDIR, Workdir
 
 DESCRIPTION = """\
 Run the shop cluster locally: redis-server, N gunicorn replicas of the shop
@@ -82,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the port nginx listens on, on 127.0.0.1 (default: {DEFAULT_PORT})",
     )  # fmt: skip
     shape.add_argument(
-        "--redis", choices=REDIS_MODES, default="single",
+        "--redis", choices=store.MODES, default="single",
         help="single: one redis-server; ha: a primary, a replica and 3 Sentinels, "
         "every write acknowledged by the replica (default: single)",
     )  # fmt: skip
@@ -124,59 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def yes_no(flag: bool) -> str:
-    return "[green]yes[/]" if flag else "[red]no[/]"
-
-
-def _count(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def status_table(status: dict[str, Any]) -> Table:
-    """One row per process: the table `up` and `status` print.
-
-    Request counts come from the replicas' heartbeats (nginx: its stub_status);
-    "heartbeat" says whether the replica's heartbeat in Redis is fresh.
-    """
-    table = Table(title=f"shop cluster at {status['url']}", title_justify="left")
-    numeric = ("pid", "port", "requests", "last min")
-    for column in ("name", "pid", "port", "alive", "ready", "heartbeat", *numeric[2:]):
-        table.add_column(column, justify="right" if column in numeric else "left")
-    redis = status["redis"]
-    stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
-    for proc in [status["nginx"], *status["replicas"], *stores]:
-        beat = proc.get("heartbeat")
-        table.add_row(
-            _store_label(proc), str(proc["pid"] or "-"), str(proc["port"]),
-            yes_no(proc["alive"]), yes_no(proc["ready"]),
-            "" if beat is None else yes_no(beat),
-            _count(proc.get("requests")), _count(proc.get("requests_last_minute")),
-        )  # fmt: skip
-    if redis.get("mode") == "ha":
-        table.caption = f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}"
-    return table
-
-
-def _store_label(proc: dict[str, Any]) -> str:
-    """A name, with an HA node's role or a Sentinel's view of the primary."""
-    if "role" in proc:
-        return f"{proc['name']} ({proc['role']})"
-    if "primary_ok" in proc:
-        seen = "primary ok" if proc["primary_ok"] else "primary DOWN"
-        return f"{proc['name']} ({seen}, {proc['other_sentinels']} peers)"
-    return proc["name"]
-
-
 def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
-    old = cluster.load()
-    if old is not None and not cluster.is_running(old):
+    old = cluster.workdir.load()
+    if old is not None and not old.any_alive():
         console.print(
             f"[yellow]Found a stale state file in {cluster.workdir} (its processes are gone, "
             f"e.g. after a reboot); starting afresh.[/]"
         )
     follower = None
     if args.foreground:
-        follower = LogFollower(cluster)
+        follower = LogFollower(cluster.workdir)
         # SIGTERM behaves like Ctrl-C, during start-up too: everything started
         # so far is stopped (up() cleans up after itself, the finally below
         # after a running cluster).
@@ -211,8 +158,8 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 def cmd_down(cluster: Cluster, args: argparse.Namespace) -> int:
-    old = cluster.load()
-    stale = old is not None and not cluster.is_running(old)
+    old = cluster.workdir.load()
+    stale = old is not None and not old.any_alive()
     state = cluster.down()
     if state is None:
         console.print(f"No cluster is running in {cluster.workdir}; nothing to stop.")
@@ -301,63 +248,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _workdir_flag(cluster: Cluster) -> str:
-    default = Path(DEFAULT_WORKDIR).absolute()
-    return "" if cluster.workdir == default else f" --workdir {cluster.workdir}"
-
-
-class LogFollower:
-    """Streams every log file of the cluster, each line prefixed by its process.
-
-    Offsets are taken when it is created (before `up`), so the startup lines
-    are shown too; files that appear later (a replica added by `scale`) are
-    picked up as they come.
-    """
-
-    COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.offsets: dict[Path, int] = {p: p.stat().st_size for p in self._files() if p.exists()}
-        self.colours: dict[str, str] = {}
-
-    def _files(self) -> list[Path]:
-        workdir = self.cluster.workdir
-        return [
-            *sorted(self.cluster.log_dir.glob("*.log")),
-            self.cluster.redis_dir / "redis.log",
-            *sorted(workdir.glob("redis-*/redis.log")),
-            *sorted(workdir.glob("sentinel-*/sentinel.log")),
-        ]
-
-    def _prefix(self, path: Path) -> str:
-        # A store's log is named after its folder (redis, redis-1, sentinel-2).
-        name = path.parent.name if path.parent != self.cluster.log_dir else path.stem
-        colour = self.colours.setdefault(name, self.COLOURS[len(self.colours) % len(self.COLOURS)])
-        return f"[{colour}]{name:>12} |[/] "
-
-    def poll(self) -> None:
-        for path in self._files():
-            try:
-                with open(path, "rb") as log:
-                    log.seek(self.offsets.get(path, 0))
-                    data = log.read()
-            except OSError:
-                continue
-            # Only whole lines; a half-written one waits for the next poll.
-            complete = data[: data.rfind(b"\n") + 1]
-            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
-            for line in complete.decode(errors="replace").splitlines():
-                console.print(self._prefix(path), end="")
-                console.out(line, highlight=False)
-
-    def run(self) -> None:
-        """Follow until interrupted (KeyboardInterrupt, also raised on SIGTERM)."""
-        try:
-            while True:
-                self.poll()
-                time.sleep(0.2)
-        finally:
-            self.poll()
+    default = Workdir(DEFAULT_WORKDIR).path
+    return "" if cluster.workdir.path == default else f" --workdir {cluster.workdir}"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from ..formatting import money
 from . import ha, procs
-from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster, ClusterError
+from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
+from .procs import ClusterError
 from .shoppers import Load, LoadReport, RequestFailed, Shopper, plentiful
 
 BACKGROUND_SHOPPERS = 4
@@ -76,13 +77,12 @@ def run_demo(
 ) -> int:
     """Tell the story; return 0 if nothing was lost and no request failed
     (on an HA cluster: none but fast 503s while the store failed over)."""
-    started_here = not cluster.is_running(cluster.load())
+    existing = cluster.workdir.load()
+    started_here = existing is None or not existing.any_alive()
     if started_here:
         with console.status(f"No cluster in {cluster.workdir}: starting {replicas} replicas…"):
-            cluster.up(
-                replicas=replicas, port=port, redis=redis, redis_replicas=redis_replicas
-            )
-    state = cluster.running()
+            cluster.up(replicas=replicas, port=port, redis=redis, redis_replicas=redis_replicas)
+    state = cluster.workdir.running()
     if sum(1 for r in state.replicas if r.alive()) < 2:
         raise ClusterError("the demo needs at least 2 running replicas (shop-cluster scale 3)")
     url = state.url.rstrip("/")
@@ -197,7 +197,7 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
                 f"Retry-After: {response.headers.get('Retry-After')}  (fast, no hang)"
             )
         time.sleep(0.3)
-        promoted = cluster.current_primary(cluster.running())
+        promoted = ha.current_primary(cluster.workdir.running())
     if promoted in (None, proc):
         n.say("[red]no failover happened[/]")
         return False

@@ -1,7 +1,9 @@
-"""Redis high availability for the local cluster: a primary, a replica, three Sentinels.
+"""Redis high availability for the local cluster: a primary, its replicas, three Sentinels.
 
-Kept apart from launcher.py so the single-Redis path stays as it was; the
-launcher calls these helpers when the cluster runs with ``--redis ha``.
+Everything the launcher does with the HA store (``up --redis ha``) is here:
+which nodes and Sentinels a cluster has, their configs, starting them (at `up`
+and one by one at `start NAME`), asking who is primary, and their part of
+`status`. `store.py` chooses between this and the single redis-server.
 
 Sentinel decides who is primary, not us: after the first start every
 question "which node is primary now?" is asked of the Sentinels
@@ -13,6 +15,7 @@ of it a moment later.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import redis
 
 from . import procs
+from .state import Proc, State, Workdir
 
 SERVICE = "shop"
 QUORUM = 2
@@ -31,10 +35,24 @@ NODE_PREFIX = "redis-"
 SENTINEL_PREFIX = "sentinel-"
 PRIMARY_ALIAS = "redis-primary"
 SENTINELS = 3
+MAX_REPLICAS = 5
 
 # Every node, primary or not: one full sync at once (no 5 s batching wait),
 # and the replica keeps serving reads of its last data while it resyncs.
 NODE_SETTINGS = {"repl-diskless-sync-delay": "0"}
+
+# The replica acks every shop replica asks for before a write counts (the
+# shop's and the sessions'); the environment of `up` overrides them.
+DEFAULT_ACKS = {"SHOP_REPLICA_ACKS": "1", "SESSION_REPLICA_ACKS": "1"}
+
+
+# --------------------------------------------------------------- configuration
+def plan(redis_replicas: int) -> tuple[list[Proc], list[Proc]]:
+    """The nodes (redis-1 first, the primary at the start) and Sentinels of a new
+    cluster, each on a free port."""
+    nodes = [Proc(f"{NODE_PREFIX}{i}", procs.free_port()) for i in range(1, redis_replicas + 2)]
+    sentinels = [Proc(f"{SENTINEL_PREFIX}{i}", procs.free_port()) for i in range(1, SENTINELS + 1)]
+    return nodes, sentinels
 
 
 def sentinel_url(ports: list[int], service: str = SERVICE) -> str:
@@ -63,29 +81,76 @@ def sentinel_conf(*, port: int, folder: Path, primary_port: int) -> str:
     )
 
 
-def start_sentinel(
-    folder: Path, port: int, primary_port: int, *, fresh: bool, timeout: float = 15.0
-) -> subprocess.Popen:
-    """Start one Sentinel (``redis-server CONF --sentinel``) with its files in `folder`.
+# ------------------------------------------------------------------- starting
+def start(workdir: Workdir, state: State) -> None:
+    """redis-1 as primary, the others its replicas, then the Sentinels watching redis-1.
+
+    Ready means: every Sentinel sees the primary, its replicas and its peers,
+    so a failover can be agreed on from the first second.
+    """
+    first, *others = state.redis_nodes
+    for node in state.redis_nodes:
+        start_node(workdir, node, first.port)
+    workdir.save(state)
+    for sentinel in state.sentinels:
+        start_sentinel(workdir, sentinel, first.port, fresh=True)
+    procs.wait_for(
+        lambda: all(
+            (h := sentinel_health(s.port)).get("ok")
+            and h["replicas"] == len(others)
+            and h["other_sentinels"] == len(state.sentinels) - 1
+            for s in state.sentinels
+        ),
+        "the Sentinels to discover the replicas and each other",
+    )
+
+
+def start_node(workdir: Workdir, node: Proc, primary_port: int | None) -> None:
+    """Start a node as a replica of `primary_port` (itself or None: as primary)."""
+    extra = dict(NODE_SETTINGS)
+    if primary_port and primary_port != node.port:
+        extra["replicaof"] = f"{procs.LOOPBACK} {primary_port}"
+    folder = workdir.store_dir(node)
+    node.record(procs.start_redis(folder, node.port, extra=extra, timeout=procs.READY_TIMEOUT))
+
+
+def start_sentinel(workdir: Workdir, sentinel: Proc, primary_port: int, *, fresh: bool) -> None:
+    """Start one Sentinel (``redis-server CONF --sentinel``) with its files in its folder.
 
     `fresh` writes a new config; a restarted Sentinel keeps the one it rewrote,
     so it remembers the current primary and epoch instead of the first one.
     """
     binary = procs.find_binary("redis-server")
+    folder = workdir.store_dir(sentinel)
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "sentinel.conf"
     if fresh or not conf.exists():
-        conf.write_text(sentinel_conf(port=port, folder=folder, primary_port=primary_port))
+        conf.write_text(sentinel_conf(port=sentinel.port, folder=folder, primary_port=primary_port))
     log = folder / "sentinel.log"
-    proc = procs.spawn([binary, str(conf), "--sentinel"], log_path=log)
-    procs.wait_until(
-        lambda: proc.poll() is None and procs._redis_ping(port),
-        timeout=timeout,
-        what=f"sentinel on port {port} (log: {log})",
+    popen: subprocess.Popen = procs.spawn([binary, str(conf), "--sentinel"], log_path=log)
+    sentinel.record(popen)
+    procs.wait_for(
+        lambda: procs.answers(popen, sentinel.port, log),
+        f"{sentinel.name} on port {sentinel.port} (log: {log})",
     )
-    return proc
 
 
+def restart(workdir: Workdir, state: State, proc: Proc) -> None:
+    """`start NAME` for a node or a Sentinel.
+
+    A node coming back (say, the old primary) starts as a replica of the
+    current primary: Sentinel would demote it anyway, and this way it never
+    serves a moment as a stale primary. A Sentinel reads the config it rewrote.
+    """
+    if proc in state.sentinels:
+        # redis-1 is only read if the Sentinel's own config is gone.
+        start_sentinel(workdir, proc, state.redis_nodes[0].port, fresh=False)
+    else:
+        primary = current_primary(state)
+        start_node(workdir, proc, primary.port if primary else None)
+
+
+# ------------------------------------------------------------------ questions
 def _client(port: int, timeout: float = 1.0) -> redis.Redis:
     return redis.Redis(
         host=procs.LOOPBACK,
@@ -109,6 +174,12 @@ def primary_port(sentinel_ports: list[int]) -> int | None:
     return None
 
 
+def current_primary(state: State) -> Proc | None:
+    """The node the Sentinels name as primary now (None if none answers)."""
+    port = primary_port([s.port for s in state.sentinels if s.alive()])
+    return next((n for n in state.redis_nodes if n.port == port), None)
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     """One Redis node as INFO replication reports it."""
@@ -116,11 +187,11 @@ class NodeInfo:
     role: str | None  # "master", "slave", or None when it does not answer
     primary_port: int | None = None  # a replica's primary
     link_up: bool = False  # a replica's link to it
-    replicas: int = 0  # a primary's connected replicas
 
 
 def node_info(port: int) -> NodeInfo:
-    """The role of the node on `port` (ROLE is what Sentinel itself relies on)."""
+    """The role of the node on `port`, from INFO replication (which also gives a
+    replica's link state, unlike ROLE)."""
     try:
         with _client(port) as node:
             info = node.info("replication")
@@ -132,7 +203,7 @@ def node_info(port: int) -> NodeInfo:
             primary_port=int(info.get("master_port", 0)) or None,
             link_up=info.get("master_link_status") == "up",
         )
-    return NodeInfo(role=info.get("role"), replicas=int(info.get("connected_slaves", 0)))
+    return NodeInfo(role=info.get("role"))
 
 
 def sentinel_health(port: int) -> dict[str, Any]:
@@ -149,4 +220,36 @@ def sentinel_health(port: int) -> dict[str, Any]:
         "replicas": int(master.get("num-slaves", 0)),
         "other_sentinels": int(master.get("num-other-sentinels", 0)),
         "quorum": int(master.get("quorum", 0)),
+    }
+
+
+def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[str, Any]:
+    """The HA store in `status --json`: who is primary now (per Sentinel), each
+    node's role, each Sentinel's view. `entry` makes a process's common fields."""
+    primary = current_primary(state)
+    nodes = []
+    for node in state.redis_nodes:
+        info = node_info(node.port) if node.alive() else NodeInfo(role=None)
+        row = entry(node, info.role is not None)
+        row["role"] = {"master": "primary", "slave": "replica"}.get(info.role or "", "down")
+        if info.role == "slave":
+            row["replica_of"] = info.primary_port
+            row["link_up"] = info.link_up
+        nodes.append(row)
+    sentinels = []
+    for sentinel in state.sentinels:
+        health = sentinel_health(sentinel.port) if sentinel.alive() else {"ok": False}
+        row = entry(sentinel, health.pop("ok"))
+        row.update(health)
+        sentinels.append(row)
+    return {
+        "mode": "ha",
+        "name": "redis",
+        "service": SERVICE,
+        "url": sentinel_url([s.port for s in state.sentinels]),
+        "primary": primary.name if primary else None,
+        "alive": any(n["alive"] for n in nodes),
+        "ready": primary is not None and any(n["ready"] for n in nodes),
+        "nodes": nodes,
+        "sentinels": sentinels,
     }

@@ -1,22 +1,30 @@
-"""Render the load balancer's configuration from its one template.
+"""nginx, the load balancer: its configuration from the one template, its command
+line, and (for the launcher) start and reload.
 
 The template (`nginx.conf.j2`, beside this module so an installed launcher finds
 it) is rendered twice: for the local launcher, with explicit loopback ports and
 every file inside the workdir, and for Docker Compose, where the scaled `shop`
 service is found through Docker's DNS. The Docker rendering is committed as
 `nginx/docker.conf`; re-render it with `python -m shop.cluster.nginxconf docker`.
+`argv` is the one nginx command line of the project (launcher, tests, benchmark).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jinja2
+
+from . import procs
+from .procs import ClusterError
+from .state import State, Workdir
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 TEMPLATE_NAME = "nginx.conf.j2"
@@ -32,6 +40,9 @@ DOCKER_SHOP_SERVICE = "shop:8000"
 DOCKER_STATIC_ROOT = "/srv/shop/static"
 DOCKER_LISTEN = "8080"
 DOCKER_RESOLVER = "127.0.0.11"
+# How long old nginx workers may take to finish their requests after a reload;
+# the shop answers in milliseconds, so this only bounds a stuck client.
+DRAIN_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,85 @@ def render_local(*, prefix: Path, port: int, replica_ports: Sequence[int], log_d
 def render_docker() -> str:
     """The text committed as nginx/docker.conf."""
     return render(docker_settings())
+
+
+def argv(*, prefix: Path, conf: Path, error_log: Path) -> list[str]:
+    """The nginx command line for a non-root nginx whose files stay under `prefix`.
+
+    `-e`: the error log before the config is read (the compiled-in default is
+    under /var/log, not writable without root).
+    """
+    return [
+        procs.find_binary("nginx"),
+        "-p", str(prefix),
+        "-e", str(error_log),
+        "-c", str(conf),
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------- the launcher's nginx
+def url(state: State, path: str = "/") -> str:
+    """A URL of the cluster's nginx."""
+    return f"{state.url.rstrip('/')}{path}"
+
+
+def _launcher_argv(workdir: Workdir, conf: Path) -> list[str]:
+    return argv(prefix=workdir.nginx_dir, conf=conf, error_log=workdir.log_dir / "nginx-error.log")
+
+
+def write_conf(workdir: Workdir, state: State) -> None:
+    """Render the config for `state`'s replicas; replace the old one only if `nginx -t` agrees."""
+    (workdir.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    text = render_local(
+        prefix=workdir.nginx_dir,
+        port=state.port,
+        replica_ports=[r.port for r in state.replicas],
+        log_dir=workdir.log_dir,
+    )
+    tmp = workdir.nginx_conf.with_suffix(".new")
+    tmp.write_text(text)
+    check = subprocess.run(
+        [*_launcher_argv(workdir, tmp), "-t", "-q"], capture_output=True, text=True, timeout=30
+    )
+    if check.returncode != 0:
+        raise ClusterError(f"nginx rejected the rendered config {tmp}: {check.stderr.strip()}")
+    tmp.replace(workdir.nginx_conf)
+
+
+def start(workdir: Workdir, state: State) -> None:
+    """Start nginx on the cluster's port; return once it answers its health check."""
+    if procs.port_is_open(state.port):
+        raise ClusterError(f"port {state.port} is already in use; choose another with --port")
+    write_conf(workdir, state)
+    popen = procs.spawn(
+        _launcher_argv(workdir, workdir.nginx_conf), log_path=workdir.log(state.nginx)
+    )
+    state.nginx.record(popen)
+    log = workdir.log_dir / "nginx-error.log"
+
+    def ready() -> bool:
+        if not procs.pid_alive(popen.pid):
+            raise ClusterError(f"nginx exited at start; see {log}:\n{procs.tail(log)}")
+        return procs.http_ok(url(state, HEALTH_PATH))
+
+    procs.wait_for(ready, f"nginx on port {state.port} (log: {log})")
+
+
+def reload(workdir: Workdir, state: State) -> None:
+    """Re-render the config and reload nginx; return once no old worker is left."""
+    write_conf(workdir, state)
+    if not state.nginx.alive():
+        return  # it reads the new config when started
+    master = state.nginx.pid
+    old_workers = procs.child_pids(master)
+    os.kill(master, signal.SIGHUP)
+    # The master starts new workers and old ones finish their requests and
+    # exit: only then has no request any path left to a removed replica.
+    procs.wait_for(
+        lambda: not (procs.child_pids(master) & old_workers) and bool(procs.child_pids(master)),
+        "nginx to reload (old workers to finish)",
+        timeout=DRAIN_TIMEOUT,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

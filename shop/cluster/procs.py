@@ -1,7 +1,9 @@
-"""Small, dependable process helpers shared by the launcher and the test fixtures.
+"""Small, dependable process helpers shared by the launcher, the test fixtures and
+the benchmarks.
 
 Everything here works on pids we started ourselves: nothing looks processes up
-by name, so a developer's own redis-server or nginx is never touched.
+by name, so a developer's own redis-server or nginx is never touched. The two
+error types are what the launcher's users see, as one line each.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import requests
+
 LOOPBACK = "127.0.0.1"
+# How long a process of the cluster may take to answer after it was started: a
+# replica's first start imports Flask and the app and seeds the catalog, which
+# takes seconds on a busy 2-core machine; a minute means it is not coming.
+READY_TIMEOUT = 60.0
 
 # What to install when a binary is missing, in the words of Debian/Ubuntu.
 INSTALL_HINTS = {
@@ -29,6 +37,10 @@ INSTALL_HINTS = {
 
 class MissingBinary(RuntimeError):
     """A program the cluster needs is not installed; the message says how to get it."""
+
+
+class ClusterError(RuntimeError):
+    """Something the user must hear about in one clear line (no traceback)."""
 
 
 def find_binary(name: str) -> str:
@@ -56,6 +68,22 @@ def port_is_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
         return False
 
 
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True if GET `url` answers 200 within `timeout` seconds."""
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def wait_until(
     condition: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = ""
 ) -> None:
@@ -70,6 +98,27 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT) -> None:
+    """`wait_until` for the launcher: the deadline is a ClusterError naming `what`,
+    and a ClusterError raised by the condition (say, "exited at start") stops the
+    wait at once instead of being taken for "not yet"."""
+    error: list[ClusterError] = []
+
+    def check() -> bool:
+        try:
+            return condition()
+        except ClusterError as exc:
+            error.append(exc)
+            return True
+
+    try:
+        wait_until(check, timeout=timeout, what=what)
+    except TimeoutError as exc:
+        raise ClusterError(str(exc))
+    if error:
+        raise error[0]
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -185,19 +234,33 @@ def start_redis(
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "redis.conf"
     conf.write_text(redis_conf(port=port, data_dir=data_dir, extra=extra))
-    proc = spawn([binary, str(conf)], log_path=data_dir / "redis.log")
-    wait_until(
-        lambda: proc.poll() is None and _redis_ping(port),
-        timeout=timeout,
-        what=f"redis-server on port {port} (log: {data_dir / 'redis.log'})",
-    )
+    log = data_dir / "redis.log"
+    proc = spawn([binary, str(conf)], log_path=log)
+    try:
+        what = f"redis-server on port {port} (log: {log})"
+        wait_for(lambda: answers(proc, port, log), what, timeout)
+    except BaseException:
+        stop_process(proc.pid, timeout=5)  # never leave a half-started server behind
+        raise
     return proc
 
 
-def _redis_ping(port: int) -> bool:
-    with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
-        sock.sendall(b"PING\r\n")
-        return sock.recv(64).startswith(b"+PONG")
+def answers(proc: subprocess.Popen, port: int, log: Path) -> bool:
+    """Whether a redis-server (or Sentinel) we just started answers yet; ClusterError
+    (which stops a `wait_for` at once) if it has already exited."""
+    if proc.poll() is not None:
+        raise ClusterError(f"the server for port {port} exited at start; see {log}")
+    return redis_ping(port)
+
+
+def redis_ping(port: int) -> bool:
+    """True if a Redis server (or Sentinel) on loopback `port` answers PING within 0.5 s."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def boot_id() -> str:

@@ -1,0 +1,118 @@
+"""What `shop-cluster` prints: the status table and the merged, prefixed logs.
+
+Everything goes through rich's consoles here; `cli.py` only decides what to say.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .state import Workdir
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def yes_no(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """One row per process: the table `up` and `status` print (`status.collect`'s data).
+
+    Request counts come from the replicas' heartbeats (nginx: its stub_status);
+    "heartbeat" says whether the replica's heartbeat in Redis is fresh.
+    """
+    table = Table(title=f"shop cluster at {status['url']}", title_justify="left")
+    numeric = ("pid", "port", "requests", "last min")
+    for column in ("name", "pid", "port", "alive", "ready", "heartbeat", *numeric[2:]):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    redis = status["redis"]
+    stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
+    for proc in [status["nginx"], *status["replicas"], *stores]:
+        beat = proc.get("heartbeat")
+        table.add_row(
+            _store_label(proc), str(proc["pid"] or "-"), str(proc["port"]),
+            yes_no(proc["alive"]), yes_no(proc["ready"]),
+            "" if beat is None else yes_no(beat),
+            _count(proc.get("requests")), _count(proc.get("requests_last_minute")),
+        )  # fmt: skip
+    if redis.get("mode") == "ha":
+        table.caption = f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}"
+    return table
+
+
+def _store_label(proc: dict[str, Any]) -> str:
+    """A name, with an HA node's role or a Sentinel's view of the primary."""
+    if "role" in proc:
+        return f"{proc['name']} ({proc['role']})"
+    if "primary_ok" in proc:
+        seen = "primary ok" if proc["primary_ok"] else "primary DOWN"
+        return f"{proc['name']} ({seen}, {proc['other_sentinels']} peers)"
+    return proc["name"]
+
+
+class LogFollower:
+    """Streams every log file of the cluster, each line prefixed by its process.
+
+    Offsets are taken when it is created (before `up`), so the startup lines
+    are shown too; files that appear later (a replica added by `scale`) are
+    picked up as they come.
+    """
+
+    COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan")
+    POLL_SECONDS = 0.2  # how stale a streamed line may be; cheap (a stat per file)
+
+    def __init__(self, workdir: Workdir, out: Console = console) -> None:
+        self.workdir = workdir
+        self.out = out
+        self.offsets: dict[Path, int] = {p: p.stat().st_size for p in self._files() if p.exists()}
+        self.colours: dict[str, str] = {}
+
+    def _files(self) -> list[Path]:
+        path = self.workdir.path
+        return [
+            *sorted(self.workdir.log_dir.glob("*.log")),
+            self.workdir.redis_dir / "redis.log",
+            *sorted(path.glob("redis-*/redis.log")),
+            *sorted(path.glob("sentinel-*/sentinel.log")),
+        ]
+
+    def _prefix(self, path: Path) -> str:
+        # A store's log is named after its folder (redis, redis-1, sentinel-2).
+        name = path.parent.name if path.parent != self.workdir.log_dir else path.stem
+        colour = self.colours.setdefault(name, self.COLOURS[len(self.colours) % len(self.COLOURS)])
+        return f"[{colour}]{name:>12} |[/] "
+
+    def poll(self) -> None:
+        for path in self._files():
+            try:
+                with open(path, "rb") as log:
+                    log.seek(self.offsets.get(path, 0))
+                    data = log.read()
+            except OSError:
+                continue
+            # Only whole lines; a half-written one waits for the next poll.
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                self.out.print(self._prefix(path), end="")
+                self.out.out(line, highlight=False)
+
+    def run(self) -> None:
+        """Follow until interrupted (KeyboardInterrupt, also raised on SIGTERM)."""
+        try:
+            while True:
+                self.poll()
+                time.sleep(self.POLL_SECONDS)
+        finally:
+            self.poll()

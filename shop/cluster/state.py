@@ -1,0 +1,192 @@
+"""What runs where: a cluster's work directory and the state file inside it.
+
+`Workdir` knows where every process keeps its files and reads, writes and locks
+`state.json`, which records each process's pid together with its start time
+and the boot it ran under, so a stale file never makes us signal a stranger.
+`State` is what the file holds; `Proc` is one process in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import procs
+from .procs import ClusterError
+
+STATE_VERSION = 1
+DEFAULT_WORKDIR = ".cluster"
+
+
+@dataclass
+class Proc:
+    """One process of the cluster as recorded in the state file."""
+
+    name: str
+    port: int
+    pid: int | None = None
+    start_time: int | None = None
+
+    def alive(self) -> bool:
+        return procs.is_same_process(self.pid, self.start_time)
+
+    def record(self, popen: subprocess.Popen) -> None:
+        self.pid = popen.pid
+        self.start_time = procs.process_start_time(popen.pid)
+
+
+@dataclass
+class State:
+    """What runs where; saved as JSON in WORKDIR/state.json."""
+
+    port: int
+    redis: Proc | None  # the single Redis; None in HA mode (see redis_nodes)
+    nginx: Proc
+    replicas: list[Proc] = field(default_factory=list)
+    boot_id: str = ""
+    version: int = STATE_VERSION
+    # HA mode (`up --redis ha`): Redis nodes redis-1..N (which one is primary
+    # is Sentinel's call, asked when needed) and Sentinels sentinel-1..3.
+    redis_nodes: list[Proc] = field(default_factory=list)
+    sentinels: list[Proc] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{procs.LOOPBACK}:{self.port}/"
+
+    @property
+    def ha(self) -> bool:
+        return bool(self.sentinels)
+
+    def stores(self) -> list[Proc]:
+        """Every store process: the single Redis, or the HA nodes and Sentinels."""
+        return [self.redis] if self.redis else [*self.redis_nodes, *self.sentinels]
+
+    def processes(self) -> list[Proc]:
+        """Every process, store first, nginx last."""
+        return [*self.stores(), *self.replicas, self.nginx]
+
+    def any_alive(self) -> bool:
+        """Whether anything recorded still runs (on this boot)."""
+        return any(p.alive() for p in self.processes())
+
+    def find(self, name: str) -> Proc:
+        for proc in self.processes():
+            if proc.name == name:
+                return proc
+        names = ", ".join(p.name for p in self.processes())
+        raise ClusterError(f"no process named {name!r} in this cluster (there are: {names})")
+
+    def to_json(self) -> str:
+        return json.dumps({"url": self.url, **asdict(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> State:
+        data = json.loads(text)
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown state file version {data.get('version')!r}")
+        return cls(
+            port=int(data["port"]),
+            redis=Proc(**data["redis"]) if data.get("redis") else None,
+            nginx=Proc(**data["nginx"]),
+            replicas=[Proc(**r) for r in data["replicas"]],
+            boot_id=data.get("boot_id", ""),
+            redis_nodes=[Proc(**r) for r in data.get("redis_nodes", [])],
+            sentinels=[Proc(**r) for r in data.get("sentinels", [])],
+        )
+
+
+class Workdir:
+    """One cluster's folder: configs, pid/state file, logs, Redis data, nginx temp files.
+
+    Several clusters run side by side in different workdirs; nothing a cluster
+    writes is outside its own.
+    """
+
+    def __init__(self, path: Path | str = DEFAULT_WORKDIR) -> None:
+        self.path = Path(path).absolute()
+        self.state_file = self.path / "state.json"
+        self.log_dir = self.path / "logs"
+        self.redis_dir = self.path / "redis"  # the single Redis
+        self.nginx_dir = self.path / "nginx"
+        self.nginx_conf = self.nginx_dir / "nginx.conf"
+        self.secret_file = self.path / "secret_key"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def store_dir(self, proc: Proc) -> Path:
+        """Where an HA node or Sentinel keeps its config, data and log."""
+        return self.path / proc.name
+
+    def log(self, proc: Proc) -> Path:
+        """The log of a replica or nginx (stores log into their own folder)."""
+        return self.log_dir / f"{proc.name}.log"
+
+    def metrics_dir(self, proc: Proc) -> Path:
+        """Where a replica's workers add up their Prometheus metrics."""
+        return self.path / "metrics" / proc.name
+
+    def load(self) -> State | None:
+        """The recorded state, or None when there is none (or it is unreadable)."""
+        try:
+            state = State.from_json(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClusterError(
+                f"cannot read {self.state_file} ({exc}); stop any leftover processes "
+                f"yourself and remove that file"
+            )
+        if state.boot_id != procs.boot_id():
+            # Recorded before a reboot: those pids now name strangers, never signal them.
+            for proc in state.processes():
+                proc.pid = proc.start_time = None
+        return state
+
+    def save(self, state: State) -> None:
+        # Write then rename: a reader never sees half a file.
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(state.to_json())
+        tmp.replace(self.state_file)
+
+    def running(self) -> State:
+        """The state of the running cluster; ClusterError if there is none."""
+        state = self.load()
+        if state is not None and not state.any_alive():
+            raise ClusterError(
+                f"the cluster in {self.path} is not running any more (stale state file, "
+                f"e.g. after a reboot); `shop-cluster up --workdir {self.path}` starts it"
+            )
+        if state is None:
+            raise ClusterError(f"no cluster is running in {self.path}")
+        return state
+
+    @contextlib.contextmanager
+    def locked(self, *, create: bool = False) -> Iterator[None]:
+        """Serialise commands that change the cluster (e.g. a `scale` and a `kill`).
+        Only `up` creates the workdir; the others find nothing to do without one."""
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not self.path.is_dir():
+            raise ClusterError(f"no cluster is running in {self.path}")
+        with open(self.path / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def secret_key(self) -> str:
+        """The cluster's SECRET_KEY: made once, kept here (mode 0600), never committed."""
+        try:
+            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self.secret_file.read_text().strip()
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+        return self.secret_file.read_text().strip()

@@ -1,0 +1,82 @@
+"""`shop-cluster status`: what runs where, and whether each process answers.
+
+`collect` probes every process of a running cluster and returns what
+`status --json` prints (`output.status_table` draws the same data as a table):
+
+    {"url", "workdir", "redis": {...}, "nginx": {...},
+     "replicas": [{"name", "pid", "port", "alive", "ready", ...}]}
+
+Every probe has a short timeout and a dead process is simply "not ready":
+status never hangs on a broken cluster and never raises for one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import requests
+
+from . import appserver, nginxconf, procs, store
+from .state import Proc, State, Workdir
+
+
+def entry(proc: Proc, ready: bool) -> dict[str, Any]:
+    """The fields every process has in `status --json`."""
+    return {
+        "name": proc.name,
+        "pid": proc.pid,
+        "port": proc.port,
+        "alive": proc.alive(),
+        "ready": ready,
+    }
+
+
+def collect(workdir: Workdir, state: State) -> dict[str, Any]:
+    """What `status --json` prints: each process, whether it runs and answers."""
+    data_port = store.data_port(state)
+    beats = heartbeats(data_port) if data_port and procs.redis_ping(data_port) else {}
+    nginx_ready = state.nginx.alive() and procs.http_ok(nginxconf.url(state, nginxconf.HEALTH_PATH))
+    nginx = entry(state.nginx, nginx_ready)
+    if nginx_ready:
+        nginx.update(stub_status(nginxconf.url(state, nginxconf.STATUS_PATH)))
+    rows = []
+    for replica in state.replicas:
+        row = entry(replica, appserver.is_ready(replica))
+        beat = beats.get(replica.name)
+        # From the replica's heartbeats in Redis (shop/heartbeat.py).
+        row["heartbeat"] = bool(beat and beat.alive)
+        row["requests"] = beat.requests_total if beat else None
+        row["requests_last_minute"] = beat.requests_last_minute if beat else None
+        rows.append(row)
+    return {
+        "url": state.url,
+        "workdir": str(workdir),
+        "redis": store.status(state, entry),
+        "nginx": nginx,
+        "replicas": rows,
+    }
+
+
+def heartbeats(port: int) -> dict[str, Any]:
+    """The replicas' heartbeats by name (empty if Redis cannot be read)."""
+    from shop import heartbeat  # Redis only, no Flask app: the launcher still never runs the app
+
+    client = redis.Redis(host=procs.LOOPBACK, port=port, socket_timeout=2, decode_responses=True)
+    try:
+        return {view.name: view for view in heartbeat.read_cluster(client)}
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+def stub_status(url: str) -> dict[str, int]:
+    """nginx's stub_status as numbers: active connections and requests handled."""
+    try:
+        lines = requests.get(url, timeout=2).text.splitlines()
+        _accepted, handled, total = (int(n) for n in lines[2].split())
+        active = int(lines[0].rsplit(":", 1)[1])
+    except (requests.RequestException, IndexError, ValueError):
+        return {}
+    return {"active_connections": active, "connections": handled, "requests": total}

@@ -1,0 +1,83 @@
+"""The cluster's Redis, in either mode: one redis-server, or the HA nodes and
+Sentinels of `ha.py`.
+
+The launcher asks this module, not the mode, where the store is: the URL the
+replicas get, the port that holds the data right now, how to (re)start a store
+process and what `status` says about the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import ha, procs
+from .procs import ClusterError
+from .state import Proc, State, Workdir
+
+MODES = ("single", "ha")
+
+
+def plan(state: State, mode: str, redis_replicas: int) -> None:
+    """Give a new cluster's `state` its store processes, each on a free port."""
+    if mode == "ha":
+        state.redis, (state.redis_nodes, state.sentinels) = None, ha.plan(redis_replicas)
+    else:
+        state.redis = Proc("redis", procs.free_port())
+
+
+def start(workdir: Workdir, state: State) -> None:
+    """Start the whole store of a new cluster; return once it answers."""
+    if state.ha:
+        ha.start(workdir, state)
+    else:
+        restart(workdir, state, state.redis)
+
+
+def restart(workdir: Workdir, state: State, proc: Proc) -> None:
+    """Start one store process again (`start NAME`), on its port, with its data."""
+    if proc is state.redis:
+        # The redis-server config of the whole project: AOF, fsync every second.
+        popen = procs.start_redis(workdir.redis_dir, proc.port, timeout=procs.READY_TIMEOUT)
+        proc.record(popen)
+    else:
+        ha.restart(workdir, state, proc)
+
+
+def resolve(state: State, name: str) -> Proc:
+    """`name`, or the node that is primary now for ``redis-primary`` (HA only)."""
+    if name != ha.PRIMARY_ALIAS:
+        return state.find(name)
+    if not state.ha:
+        raise ClusterError(f"{name} exists only in HA mode (`up --redis ha`); try `redis`")
+    primary = ha.current_primary(state)
+    if primary is None:
+        raise ClusterError("no Sentinel names a primary right now")
+    return primary
+
+
+def url(state: State) -> str:
+    """The REDIS_URL the shop replicas get: the single Redis, or the Sentinels."""
+    if state.ha:
+        return ha.sentinel_url([s.port for s in state.sentinels])
+    return f"redis://{procs.LOOPBACK}:{state.redis.port}/0"
+
+
+def replica_settings(state: State) -> dict[str, str]:
+    """Defaults the store asks of every replica's environment (HA: replica acks)."""
+    return dict(ha.DEFAULT_ACKS) if state.ha else {}
+
+
+def data_port(state: State) -> int | None:
+    """Where to read cluster data (heartbeats) right now; None if no primary is known."""
+    if not state.ha:
+        return state.redis.port
+    primary = ha.current_primary(state)
+    return primary.port if primary else None
+
+
+def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[str, Any]:
+    """The store's part of `status --json`."""
+    if state.ha:
+        return ha.status(state, entry)
+    return entry(state.redis, state.redis.alive() and procs.redis_ping(state.redis.port))
