@@ -3,7 +3,9 @@ the benchmarks.
 
 Everything here works on pids we started ourselves: nothing looks processes up
 by name, so a developer's own redis-server or nginx is never touched. The two
-error types are what the launcher's users see, as one line each.
+error types are what the launcher's users see, as one line each. It is longer
+than the launcher's other modules on purpose: it is the one toolbox the
+launcher, the test fixtures and the benchmarks share, so none grows its own.
 """
 
 from __future__ import annotations
