@@ -9,15 +9,18 @@ See README.md beside this file for the guarantees and the Redis data model.
 from .connection import parse_sentinel_url, redis_from_url
 from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
 from .interface import RedisSessionInterface, init_app
-from .scripts import LuaScript, run_script
+from .scripts import NO_WAIT, Durability, LuaScript, run_script
 from .session import RedisSession
-from .store import SessionInfo, SessionStore
+from .store import SessionInfo, SessionObserver, SessionStore
 
 __all__ = [
+    "NO_WAIT",
+    "Durability",
     "NotReplicated",
     "RedisSession",
     "RedisSessionInterface",
     "SessionInfo",
+    "SessionObserver",
     "SessionStore",
     "StoreUnavailable",
     "TRANSIENT_REDIS_ERRORS",

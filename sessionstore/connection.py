@@ -30,9 +30,11 @@ def redis_from_url(
     backoff_base: float = 0.05,
     backoff_cap: float = 0.5,
     decode_responses: bool = False,
+    redis_class: type[redis.Redis] = redis.Redis,
     **kwargs: Any,
 ) -> redis.Redis:
-    """Build a client for `url`.
+    """Build a client for `url`: an instance of `redis_class` (a subclass of
+    redis.Redis, e.g. one that times its round trips).
 
     Schemes: ``redis://``, ``rediss://``, ``unix://`` (as redis-py reads them)
     and ``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]``,
@@ -50,8 +52,8 @@ def redis_from_url(
         **kwargs,
     }
     if urlsplit(url).scheme == SENTINEL_SCHEME:
-        return _sentinel_primary(url, options)
-    return redis.Redis.from_url(url, **options)
+        return _sentinel_primary(url, options, redis_class)
+    return redis_class.from_url(url, **options)
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
@@ -74,7 +76,9 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     return sentinels, path[0], db, password
 
 
-def _sentinel_primary(url: str, options: dict[str, Any]) -> redis.Redis:
+def _sentinel_primary(
+    url: str, options: dict[str, Any], redis_class: type[redis.Redis]
+) -> redis.Redis:
     sentinels, service, db, password = parse_sentinel_url(url)
     sentinel = Sentinel(
         sentinels,
@@ -84,4 +88,4 @@ def _sentinel_primary(url: str, options: dict[str, Any]) -> redis.Redis:
         },
         **{k: v for k, v in options.items() if k != "health_check_interval"},
     )
-    return sentinel.master_for(service, db=db, password=password)
+    return sentinel.master_for(service, redis_class=redis_class, db=db, password=password)

@@ -10,8 +10,9 @@ from flask import Flask, Request, Response
 from flask.sessions import SessionInterface
 
 from .connection import redis_from_url
+from .scripts import NO_WAIT, Durability
 from .session import RedisSession, is_well_formed_sid, new_sid
-from .store import SessionStore
+from .store import SessionObserver, SessionStore
 
 
 class RedisSessionInterface(SessionInterface):
@@ -31,8 +32,8 @@ class RedisSessionInterface(SessionInterface):
         user_key: str = "user_id",
         cookie_name: str | None = None,
         secret_key: str | bytes | None = None,
-        replica_acks: int = 0,
-        replica_ack_timeout: timedelta = timedelta(milliseconds=500),
+        durability: Durability = NO_WAIT,
+        observer: SessionObserver | None = None,
     ) -> None:
         self.store = SessionStore(
             redis_client,
@@ -40,8 +41,8 @@ class RedisSessionInterface(SessionInterface):
             idle_timeout=idle_timeout,
             absolute_timeout=absolute_timeout,
             secret_key=secret_key,
-            replica_acks=replica_acks,
-            replica_ack_timeout=replica_ack_timeout,
+            durability=durability,
+            observer=observer,
         )
         self.user_key = user_key
         self.cookie_name = cookie_name
@@ -162,9 +163,9 @@ def init_app(app: Flask, redis_client: redis.Redis | None = None) -> RedisSessio
             config.get("SESSION_ABSOLUTE_TIMEOUT"), timedelta(hours=12)
         ),
         user_key=config.get("SESSION_USER_KEY", "user_id"),
-        replica_acks=int(config.get("SESSION_REPLICA_ACKS") or 0),
-        replica_ack_timeout=_as_timedelta(
-            config.get("SESSION_REPLICA_ACK_TIMEOUT"), timedelta(milliseconds=500)
+        durability=Durability(
+            replica_acks=int(config.get("SESSION_REPLICA_ACKS") or 0),
+            timeout=_as_timedelta(config.get("SESSION_REPLICA_ACK_TIMEOUT"), NO_WAIT.timeout),
         ),
     )
     app.session_interface = interface

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
@@ -42,37 +43,58 @@ class LuaScript:
         return cls("\n".join((folder / f"{name}.lua").read_text("utf-8") for name in names))
 
 
+@dataclass(frozen=True)
+class Durability:
+    """How many replicas must confirm a write before it counts as done.
+
+    ``replica_acks=0`` (the default, right for a single Redis) sends no WAIT.
+    With Sentinel replicas, 1 means an acknowledged write survives the loss of
+    the primary; `timeout` bounds how long a request waits for that.
+    """
+
+    replica_acks: int = 0
+    timeout: timedelta = timedelta(milliseconds=500)
+
+    @property
+    def timeout_ms(self) -> int:
+        """The timeout as WAIT takes it (whole ms, at least 1: WAIT 0 would block)."""
+        return max(1, int(self.timeout.total_seconds() * 1000))
+
+
+NO_WAIT = Durability()
+
+
 def run_script(
     client: redis.Redis,
     script: LuaScript,
     keys: list[Any],
     args: list[Any],
     *,
-    replica_acks: int = 0,
-    ack_timeout_ms: int = 500,
+    durability: Durability = NO_WAIT,
 ) -> Any:
-    """Run `script`; with `replica_acks`, raise NotReplicated unless that many
-    replicas confirm the write within `ack_timeout_ms`.
+    """Run `script`; raise NotReplicated unless `durability.replica_acks`
+    replicas confirm the write within its timeout.
 
     A write that is not confirmed stays on the primary (Redis cannot roll it
     back) but must not be reported as done: the caller answers 503.
     """
+    acks = durability.replica_acks
     for attempt in range(2):
         try:
-            if not replica_acks:
+            if not acks:
                 return client.evalsha(script.sha, len(keys), *keys, *args)
             pipe = client.pipeline(transaction=False)
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.wait(replica_acks, ack_timeout_ms)
+            pipe.wait(acks, durability.timeout_ms)
             reply, acked = pipe.execute()
         except NoScriptError:
             if attempt:
                 raise
             client.script_load(script.text)
             continue
-        if acked < replica_acks:
+        if acked < acks:
             raise NotReplicated(
-                f"write reached {acked} of {replica_acks} replica(s) within {ack_timeout_ms} ms"
+                f"write reached {acked} of {acks} replica(s) within {durability.timeout_ms} ms"
             )
         return reply
     raise AssertionError("unreachable")

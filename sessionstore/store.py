@@ -18,7 +18,7 @@ import redis
 from . import serializer
 from .errors import TRANSIENT_REDIS_ERRORS, StoreUnavailable
 from .keys import META_CREATED, META_USER, KeySpace, session_key_of
-from .scripts import LuaScript, run_script
+from .scripts import NO_WAIT, Durability, LuaScript, run_script
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,20 @@ class LoadedSession:
     user_id: str | None
 
 
+class SessionObserver:
+    """What a SessionStore reports as it works: subclass it to count or audit.
+
+    The store calls these after the round trip that did the work, in the
+    request's thread, so keep them cheap. Here they do nothing.
+    """
+
+    def session_created(self) -> None:
+        """A new session was first stored."""
+
+    def sessions_ended(self, count: int) -> None:
+        """`count` sessions were deleted on purpose (destroy, revoke_user)."""
+
+
 @dataclass(frozen=True)
 class SessionInfo:
     """One live session of a user, as `user_sessions` reports it."""
@@ -69,8 +83,8 @@ class SessionStore:
         idle_timeout: timedelta = timedelta(minutes=30),
         absolute_timeout: timedelta = timedelta(hours=12),
         secret_key: str | bytes | None = None,
-        replica_acks: int = 0,
-        replica_ack_timeout: timedelta = timedelta(milliseconds=500),
+        durability: Durability = NO_WAIT,
+        observer: SessionObserver | None = None,
     ) -> None:
         if idle_timeout <= timedelta(0) or absolute_timeout <= timedelta(0):
             raise ValueError("session timeouts must be positive")
@@ -81,10 +95,10 @@ class SessionStore:
         self._idle_ms = int(idle_timeout.total_seconds() * 1000)
         self._absolute_ms = int(absolute_timeout.total_seconds() * 1000)
         self._keys = KeySpace(key_prefix, secret_key) if secret_key else None
-        # With replicas (Sentinel), a write is acknowledged only once this many
+        # With replicas (Sentinel), a write is acknowledged only once enough
         # replicas have it, so a failover cannot lose a login the user saw.
-        self.replica_acks = replica_acks
-        self._ack_timeout_ms = max(1, int(replica_ack_timeout.total_seconds() * 1000))
+        self.durability = durability
+        self.observer = observer or SessionObserver()
         self._scripts = {
             name: LuaScript.load(__package__, "common", name)
             for name in ("load", "save", "destroy", "user_sessions", "revoke_user")
@@ -107,15 +121,14 @@ class SessionStore:
             self._keys = KeySpace(self.key_prefix, secret_key or "")
 
     def _run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
-        """One script, one round trip; `durable` writes wait for `replica_acks` replicas."""
+        """One script, one round trip; `durable` writes wait for the replicas."""
         try:
             return run_script(
                 self.client,
                 self._scripts[name],
                 keys,
                 args,
-                replica_acks=self.replica_acks if durable else 0,
-                ack_timeout_ms=self._ack_timeout_ms,
+                durability=self.durability if durable else NO_WAIT,
             )
         except TRANSIENT_REDIS_ERRORS as exc:
             raise StoreUnavailable(f"session store unavailable: {exc}") from exc
@@ -175,12 +188,18 @@ class SessionStore:
             *pairs,
             *deletes,
         ]
-        return int(self._run("save", [key, old], args, durable=True))
+        ttl_ms = int(self._run("save", [key, old], args, durable=True))
+        if is_new and ttl_ms:
+            self.observer.session_created()
+        return ttl_ms
 
     def destroy(self, sid: str) -> bool:
         """Delete the session now (and its entry in its user's index)."""
         key = self.keys.session(sid)
-        return bool(self._run("destroy", [key], [self.keys.user_index_prefix], durable=True))
+        existed = bool(self._run("destroy", [key], [self.keys.user_index_prefix], durable=True))
+        if existed:
+            self.observer.sessions_ended(1)
+        return existed
 
     # -- one user -----------------------------------------------------------
 
@@ -201,7 +220,10 @@ class SessionStore:
     def revoke_user(self, user_id: Any) -> int:
         """Log `user_id` out everywhere at once; returns how many sessions ended."""
         index = self.keys.user_index(str(user_id))
-        return int(self._run("revoke_user", [index], [], durable=True))
+        ended = int(self._run("revoke_user", [index], [], durable=True))
+        if ended:
+            self.observer.sessions_ended(ended)
+        return ended
 
 
-__all__ = ["KEEP_USER", "LoadedSession", "SessionInfo", "SessionStore"]
+__all__ = ["KEEP_USER", "LoadedSession", "SessionInfo", "SessionObserver", "SessionStore"]

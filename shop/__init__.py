@@ -8,13 +8,10 @@ carts, stock, users and orders are all in the shared Redis.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flask import Flask
-
-log = logging.getLogger(__name__)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -23,34 +20,44 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # this package, in its master before that file sets PROMETHEUS_MULTIPROC_DIR.
     # prometheus_client fixes its mode when first imported, so nothing that
     # imports it (shop.metrics, via the blueprints) may load before the workers.
+    from datetime import timedelta
+
     from flask import Flask
     from flask_wtf.csrf import CSRFProtect
 
     import sessionstore
 
-    from . import api, clusterview, handlers, health, metrics, web
+    from . import api, appstate, clusterview, handlers, health, identity, metrics, web
     from .config import load_config
-    from .errors import STORE_ERRORS
     from .proxy import TrustedProxyFix
-    from .scripts import Durability
-    from .shopper import ShopState
+    from .shopstore import ShopStore
 
     app = Flask(__name__)
     app.config.update(load_config(overrides=config))
-    app.secret_key = app.config["SECRET_KEY"]
+    settings = app.config
+    app.secret_key = settings["SECRET_KEY"]
     app.json.sort_keys = False
 
-    url = app.config["REDIS_URL"]
-    sessions = sessionstore.init_app(app, redis_client=sessionstore.redis_from_url(url))
-    metrics.instrument_redis(sessions.store.client, "sessions")
-    metrics.instrument_sessions(sessions.store)
-    app.extensions["shop"] = ShopState(
-        redis=metrics.instrument_redis(
-            sessionstore.redis_from_url(url, decode_responses=True), "shop"
+    # Two clients on one Redis: sessionstore's reads bytes, the shop's decodes
+    # to text. Each times its round trips under its own label (shop.metrics).
+    url = settings["REDIS_URL"]
+    app.session_interface = sessionstore.RedisSessionInterface(
+        sessionstore.redis_from_url(url, redis_class=metrics.timed_redis("sessions")),
+        idle_timeout=timedelta(seconds=settings["SESSION_IDLE_TIMEOUT"]),
+        absolute_timeout=timedelta(seconds=settings["SESSION_ABSOLUTE_TIMEOUT"]),
+        user_key=identity.USER_ID,
+        durability=sessionstore.Durability(
+            settings["SESSION_REPLICA_ACKS"],
+            timedelta(seconds=settings["SESSION_REPLICA_ACK_TIMEOUT"]),
         ),
-        durability=Durability(
-            replica_acks=app.config["SHOP_REPLICA_ACKS"],
-            timeout_ms=int(app.config["SHOP_REPLICA_ACK_TIMEOUT"] * 1000),
+        observer=metrics.SessionMetrics(),
+    )
+    shop_store = ShopStore(
+        sessionstore.redis_from_url(
+            url, decode_responses=True, redis_class=metrics.timed_redis("shop")
+        ),
+        durability=sessionstore.Durability(
+            settings["SHOP_REPLICA_ACKS"], timedelta(seconds=settings["SHOP_REPLICA_ACK_TIMEOUT"])
         ),
     )
 
@@ -63,15 +70,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     handlers.init_app(app)
     web.init_app(app)
+    appstate.init_app(app, shop_store)  # last: seeds the catalog, now or on a later request
     observer = metrics.RequestObserver(
-        TrustedProxyFix(app.wsgi_app, app.config["TRUSTED_PROXIES"]), app.config["REPLICA_NAME"]
+        TrustedProxyFix(app.wsgi_app, settings["TRUSTED_PROXIES"]), settings["REPLICA_NAME"]
     )
     app.extensions["shop.observer"] = observer
     app.wsgi_app = observer
-
-    with app.app_context():
-        try:
-            handlers.seed_catalog()
-        except STORE_ERRORS as exc:  # seeded by the first request once Redis is back
-            log.warning("could not seed the catalog at start-up (%s); will retry", exc)
     return app

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import keys, scripts
+from . import atomic, keys
 from .errors import ShopError
+from .idempotency import IdempotencyClaim
+from .shopstore import ShopStore
 
 USERNAME_MIN, USERNAME_MAX = 3, 32
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
@@ -72,19 +73,19 @@ def _check_length(field: str, value: str, low: int, high: int) -> None:
 
 
 def register(
-    client: redis.Redis,
+    store: ShopStore,
     username: str,
     password: str,
     *,
     hash_method: str = "scrypt",
-    claim: scripts.IdempotencyClaim | None = None,
-) -> scripts.Outcome:
+    claim: IdempotencyClaim | None = None,
+) -> atomic.Outcome:
     """Create a user (409 if the name is taken); result ``{user_id, username}``."""
     name = normalize_username(username)
     password = check_password(password)
     password_hash = generate_password_hash(password, method=hash_method)
-    outcome = scripts.run(
-        client,
+    outcome = atomic.run(
+        store,
         "register",
         [keys.users(), keys.users_by_name(), keys.users_next_id()],
         [fold(name), name, password_hash, datetime.now(UTC).isoformat()],
@@ -95,7 +96,7 @@ def register(
     return outcome
 
 
-def authenticate(client: redis.Redis, username: Any, password: Any, *, hash_method: str) -> User:
+def authenticate(store: ShopStore, username: Any, password: Any, *, hash_method: str) -> User:
     """The user with these credentials, or a 401 that does not say which part was wrong."""
     denied = ShopError(401, "bad_credentials", "Wrong username or password.")
     if not isinstance(username, str) or not isinstance(password, str):
@@ -103,8 +104,8 @@ def authenticate(client: redis.Redis, username: Any, password: Any, *, hash_meth
     if len(password) > PASSWORD_MAX or len(username) > 4 * USERNAME_MAX:
         raise denied
     folded = fold(unicodedata.normalize("NFKC", username))
-    user_id = client.hget(keys.users_by_name(), folded)
-    raw = client.hget(keys.users(), user_id) if user_id else None
+    user_id = store.client.hget(keys.users_by_name(), folded)
+    raw = store.client.hget(keys.users(), user_id) if user_id else None
     if raw is None:
         dummy = _DUMMY_HASHES.setdefault(hash_method, generate_password_hash("x", hash_method))
         check_password_hash(dummy, password)

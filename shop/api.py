@@ -12,10 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import accounts, cart, catalog, idempotency, orders, shopper
+from . import accounts, appstate, cart, catalog, idempotency, identity, orders
 from .errors import ShopError
+from .idempotency import IdempotencyClaim
 from .openapi import document
-from .scripts import IdempotencyClaim
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -49,7 +49,7 @@ def json_body() -> dict[str, Any]:
 
 
 def _claim(body: Any = None) -> IdempotencyClaim | None:
-    return shopper.claim(request.headers.get(idempotency.HEADER), [body])
+    return identity.claim(request.headers.get(idempotency.HEADER), [body])
 
 
 def _hash_method() -> str:
@@ -64,7 +64,7 @@ def _no_content() -> Response:
 def register():
     body = json_body()
     outcome = accounts.register(
-        shopper.store(),
+        appstate.store(),
         body.get("username"),
         body.get("password"),
         hash_method=_hash_method(),
@@ -76,33 +76,33 @@ def register():
 @bp.post("/login")
 def login():
     body = json_body()
-    user = shopper.log_in(body.get("username"), body.get("password"))
+    user = identity.log_in(body.get("username"), body.get("password"))
     return jsonify({"username": user.username})
 
 
 @bp.post("/logout")
 def logout():
-    shopper.log_out()
+    identity.log_out()
     return _no_content()
 
 
 @bp.get("/me")
 def me():
-    user = shopper.require_user()
+    user = identity.require_user()
     return jsonify({"username": user.username})
 
 
 @bp.get("/products")
 def products():
-    return jsonify([p.to_api() for p in catalog.list_products(shopper.store())])
+    return jsonify([p.to_api() for p in catalog.list_products(appstate.store())])
 
 
 @bp.get("/cart")
 def get_cart():
-    owner = shopper.cart_owner(create=False)
+    owner = identity.cart_owner(create=False)
     if owner is None:
         return jsonify(cart.Cart([]).to_api())
-    return jsonify(cart.get(shopper.store(), owner).to_api())
+    return jsonify(cart.get(appstate.store(), owner).to_api())
 
 
 @bp.post("/cart/items")
@@ -111,8 +111,8 @@ def add_item():
     product_id = cart.parse_product_id(body.get("product_id"))
     qty = cart.parse_qty(body.get("qty"))
     claim = _claim(body)
-    owner = shopper.cart_owner(create=True)
-    outcome = cart.add(shopper.store(), owner, product_id, qty, claim)
+    owner = identity.cart_owner(create=True)
+    outcome = cart.add(appstate.store(), owner, product_id, qty, claim)
     return jsonify(outcome.result), 201
 
 
@@ -122,8 +122,8 @@ def set_item(product_id: str):
     product_id = cart.parse_product_id(product_id)
     qty = cart.parse_qty(body.get("qty"), allow_zero=True)
     claim = _claim(body)
-    owner = shopper.cart_owner(create=True)
-    outcome = cart.set_qty(shopper.store(), owner, product_id, qty, claim)
+    owner = identity.cart_owner(create=True)
+    outcome = cart.set_qty(appstate.store(), owner, product_id, qty, claim)
     return jsonify(outcome.result)
 
 
@@ -131,22 +131,22 @@ def set_item(product_id: str):
 def remove_item(product_id: str):
     product_id = cart.parse_product_id(product_id)
     claim = _claim()
-    owner = shopper.cart_owner(create=True)
-    cart.set_qty(shopper.store(), owner, product_id, 0, claim)
+    owner = identity.cart_owner(create=True)
+    cart.set_qty(appstate.store(), owner, product_id, 0, claim)
     return _no_content()
 
 
 @bp.post("/checkout")
 def checkout():
-    user = shopper.require_user()
-    outcome = orders.checkout(shopper.store(), user.id, _claim())
+    user = identity.require_user()
+    outcome = orders.checkout(appstate.store(), user.id, _claim())
     return jsonify(orders.public_order(outcome.result)), 201
 
 
 @bp.get("/orders")
 def list_orders():
-    user = shopper.require_user()
-    return jsonify(orders.history(shopper.store(), user.id))
+    user = identity.require_user()
+    return jsonify(orders.history(appstate.store(), user.id))
 
 
 @bp.get("/openapi.json")

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
-from . import catalog, keys, scripts
+from . import atomic, catalog, keys
 from .errors import ShopError
+from .idempotency import IdempotencyClaim
+from .shopstore import ShopStore
 
 MAX_QTY = 99
 MAX_LINES = 50
@@ -116,15 +116,15 @@ def parse_product_id(value: Any) -> str:
 
 def _change_line(
     script: str,
-    client: redis.Redis,
+    store: ShopStore,
     owner: Owner,
     product_id: str,
     qty: int,
-    claim: scripts.IdempotencyClaim | None,
-) -> scripts.Outcome:
+    claim: IdempotencyClaim | None,
+) -> atomic.Outcome:
     """Run a one-line cart script; turn its refusal into the matching ShopError."""
-    outcome = scripts.run(
-        client,
+    outcome = atomic.run(
+        store,
         script,
         [owner.key, keys.products()],
         [product_id, qty, MAX_QTY, MAX_LINES, owner.ttl],
@@ -138,37 +138,42 @@ def _change_line(
 
 
 def add(
-    client: redis.Redis,
+    store: ShopStore,
     owner: Owner,
     product_id: str,
     qty: int,
-    claim: scripts.IdempotencyClaim | None = None,
-) -> scripts.Outcome:
+    claim: IdempotencyClaim | None = None,
+) -> atomic.Outcome:
     """Add `qty` units to a line; result ``{product_id, qty}`` (the line's new qty)."""
-    return _change_line("cart_add", client, owner, product_id, qty, claim)
+    return _change_line("cart_add", store, owner, product_id, qty, claim)
 
 
 def set_qty(
-    client: redis.Redis,
+    store: ShopStore,
     owner: Owner,
     product_id: str,
     qty: int,
-    claim: scripts.IdempotencyClaim | None = None,
-) -> scripts.Outcome:
+    claim: IdempotencyClaim | None = None,
+) -> atomic.Outcome:
     """Set a line's qty (0 removes it); result ``{product_id, qty}``."""
-    return _change_line("cart_set", client, owner, product_id, qty, claim)
+    return _change_line("cart_set", store, owner, product_id, qty, claim)
 
 
-def merge(client: redis.Redis, source: Owner, target: Owner) -> dict[str, Any]:
+def merge(store: ShopStore, source: Owner, target: Owner) -> dict[str, Any]:
     """Move `source`'s lines into `target`'s cart atomically; ``{moved, dropped}``."""
-    outcome = scripts.run(client, "cart_merge", [source.key, target.key], [MAX_QTY, MAX_LINES])
+    outcome = atomic.run(store, "cart_merge", [source.key, target.key], [MAX_QTY, MAX_LINES])
     return outcome.result
 
 
-def get(client: redis.Redis, owner: Owner) -> Cart:
+def count(store: ShopStore, owner: Owner) -> int:
+    """How many items the cart holds, all lines together (one round trip)."""
+    return sum(int(qty) for qty in store.client.hvals(owner.key))
+
+
+def get(store: ShopStore, owner: Owner) -> Cart:
     """The cart with current names and prices, in catalog order (two round trips)."""
-    quantities = client.hgetall(owner.key)
-    products = catalog.products_by_id(client, sorted(quantities))
+    quantities = store.client.hgetall(owner.key)
+    products = catalog.products_by_id(store, sorted(quantities))
     lines = [
         Line(pid, p.name, int(quantities[pid]), p.price_cents, p.stock)
         for pid, p in sorted(products.items(), key=lambda item: (item[1].position, item[0]))

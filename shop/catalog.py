@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis
-
 from . import keys
+from .shopstore import ShopStore
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ def load_seed_data() -> list[dict[str, Any]]:
     return json.loads(text)
 
 
-def seed(client: redis.Redis, products: list[dict[str, Any]] | None = None) -> int:
+def seed(store: ShopStore, products: list[dict[str, Any]] | None = None) -> int:
     """Add the products (and their initial stock) that Redis does not have yet.
 
     HSETNX only fills what is absent, so every replica can seed at start-up,
@@ -51,7 +50,7 @@ def seed(client: redis.Redis, products: list[dict[str, Any]] | None = None) -> i
     Returns how many products were added.
     """
     products = load_seed_data() if products is None else products
-    pipe = client.pipeline(transaction=True)
+    pipe = store.client.pipeline(transaction=True)
     for position, item in enumerate(products):
         info = {
             "id": item["id"],
@@ -78,9 +77,9 @@ def _product(raw: str | bytes, stock: Any) -> Product:
     )
 
 
-def list_products(client: redis.Redis) -> list[Product]:
+def list_products(store: ShopStore) -> list[Product]:
     """All products with current stock, in display order (one round trip)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = store.client.pipeline(transaction=False)
     pipe.hgetall(keys.products())
     pipe.hgetall(keys.stock())
     infos, stock = pipe.execute()
@@ -88,11 +87,11 @@ def list_products(client: redis.Redis) -> list[Product]:
     return sorted(products, key=lambda p: (p.position, p.id))
 
 
-def products_by_id(client: redis.Redis, ids: list[str]) -> dict[str, Product]:
+def products_by_id(store: ShopStore, ids: list[str]) -> dict[str, Product]:
     """The named products that exist, with current stock (one round trip)."""
     if not ids:
         return {}
-    pipe = client.pipeline(transaction=False)
+    pipe = store.client.pipeline(transaction=False)
     pipe.hmget(keys.products(), ids)
     pipe.hmget(keys.stock(), ids)
     infos, stock = pipe.execute()

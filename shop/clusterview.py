@@ -9,15 +9,12 @@ and without script a <noscript> meta refresh reloads the whole page instead
 
 from __future__ import annotations
 
-import atexit
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template
 
-import sessionstore
-
-from . import heartbeat, metrics, shopper
+from . import appstate, heartbeat
 from .formatting import duration
 
 bp = Blueprint("cluster", __name__)
@@ -29,7 +26,7 @@ REFRESH_SECONDS = 2
 def cluster_status() -> dict[str, Any]:
     """What /api/cluster returns: who served this, and every replica seen recently."""
     now = time.time()
-    replicas = heartbeat.read_cluster(shopper.store(), now)
+    replicas = heartbeat.read_cluster(appstate.store().client, now)
     return {
         "served_by": current_app.config["REPLICA_NAME"],
         "generated_at": round(now, 3),
@@ -47,28 +44,3 @@ def api_cluster():
 @bp.get("/cluster")
 def cluster_page():
     return render_template("cluster.html", cluster=cluster_status())
-
-
-def start_heartbeat(app: Flask) -> heartbeat.Heartbeat | None:
-    """Start this worker's heartbeat thread (once gunicorn has forked the worker).
-
-    It gets its own Redis client, counted apart in the metrics (client
-    "heartbeat"), so request latency metrics show request work only. Returns
-    None when ``SHOP_HEARTBEAT_INTERVAL`` is 0.
-    """
-    interval = float(app.config["HEARTBEAT_INTERVAL"])
-    if interval <= 0:
-        return None
-    client = metrics.instrument_redis(
-        sessionstore.redis_from_url(app.config["REDIS_URL"], decode_responses=True), "heartbeat"
-    )
-    observer: metrics.RequestObserver = app.extensions["shop.observer"]
-    beat = heartbeat.Heartbeat(
-        client,
-        app.config["REPLICA_NAME"],
-        lambda: observer.served,
-        started=app.config["REPLICA_STARTED"],
-        interval=interval,
-    ).start()
-    atexit.register(beat.stop)  # a graceful worker exit is "gone" at once, not after the TTL
-    return beat

@@ -120,6 +120,7 @@ def load_config(
         "SHOP_REPLICA_ACK_TIMEOUT": _float(env, "SHOP_REPLICA_ACK_TIMEOUT", 0.5),
         "SESSION_REPLICA_ACKS": _int(env, "SESSION_REPLICA_ACKS", 0),
         "SESSION_REPLICA_ACK_TIMEOUT": _float(env, "SESSION_REPLICA_ACK_TIMEOUT", 0.5),
+        "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         # The JSON API is exempted from CSRF (it only takes application/json);
         # the HTML forms carry a token bound to the session.
         "WTF_CSRF_TIME_LIMIT": None,

@@ -18,7 +18,7 @@ from flask import Flask, Response, current_app, g, jsonify, render_template, req
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from . import catalog, metrics, shopper
+from . import metrics
 from .errors import STORE_ERRORS, ShopError, is_store_error, store_unavailable
 
 log = logging.getLogger(__name__)
@@ -104,22 +104,6 @@ def _begin_request() -> None:
     request.environ[metrics.ENDPOINT_KEY] = request.endpoint or metrics.UNMATCHED
 
 
-def seed_catalog() -> None:
-    """Seed the catalog once per process (needs an app context)."""
-    state = shopper.state()
-    if state.seeded:
-        return
-    if current_app.config["SEED_CATALOG"]:
-        catalog.seed(state.redis)
-    state.seeded = True
-
-
-def ensure_seeded() -> None:
-    """Before a request: seed now if Redis was down when the process started."""
-    if request.endpoint not in ("health.healthz", "static", "metrics.metrics"):
-        seed_catalog()
-
-
 def _finish(response: Response) -> Response:
     response.headers["X-Served-By"] = current_app.config["REPLICA_NAME"]
     response.headers["X-Request-ID"] = g.get("request_id", "")
@@ -149,5 +133,4 @@ def init_app(app: Flask) -> None:
         app.register_error_handler(exc_type, _store_down)
     app.register_error_handler(HTTPException, _http_error)
     app.before_request(_begin_request)
-    app.before_request(ensure_seeded)
     app.after_request(_finish)

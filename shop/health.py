@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from . import shopper
+from . import appstate
 from .errors import STORE_ERRORS, ShopError, store_unavailable
 
 bp = Blueprint("health", __name__)
@@ -23,7 +23,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     try:
-        shopper.store().ping()
+        appstate.store().client.ping()
     except STORE_ERRORS:
         err: ShopError = store_unavailable()
         raise err from None

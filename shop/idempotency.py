@@ -1,4 +1,4 @@
-"""Idempotency keys: turning a client's key and request into a claim for scripts.run.
+"""Idempotency keys: turning a client's key and request into a claim for atomic.run.
 
 The key comes from the ``Idempotency-Key`` header (JSON API) or the hidden
 ``idempotency_key`` field every HTML form carries. Records are scoped per user
@@ -13,15 +13,24 @@ import hashlib
 import hmac
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from . import keys
 from .errors import ShopError
-from .scripts import IdempotencyClaim
 
 HEADER = "Idempotency-Key"
 FORM_FIELD = "idempotency_key"
 MAX_KEY_LENGTH = 200
+RECORD_TTL_SECONDS = 24 * 3600  # a retry or a resubmitted form comes long before this
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """Where a request's first result is kept, and what the request looked like."""
+
+    record_key: str
+    fingerprint: str
 
 
 def new_key() -> str:

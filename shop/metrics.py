@@ -8,21 +8,23 @@ sets that directory (one per replica) before any worker starts, because
 prometheus_client picks its value store when first imported. Without it (the
 Flask test client, a single process) the default in-process registry is used.
 
-Everything is recorded at a few choke points, so no view has metrics code and
-no request pays an extra Redis round trip:
+Everything is recorded at a few choke points, each named where it is wired
+in (create_app, shop/wsgi.py), so no view has metrics code and no request pays
+an extra Redis round trip:
 
 - :class:`RequestObserver` (WSGI middleware): requests by endpoint, method and
   status, their latency, requests in progress; it also writes the JSON access
   line (shop/logs.py) and counts requests for the heartbeat (shop/heartbeat.py);
-- :func:`instrument_redis`: every Redis round trip of a client (single command
-  or pipeline) and its errors;
-- :func:`instrument_sessions`: sessions created and destroyed (wrapping the
-  session store's methods on the shop side; sessionstore knows nothing of it);
+- :class:`TimedRedis` (a ``redis.Redis`` subclass, one per client label, given
+  to ``sessionstore.redis_from_url(redis_class=...)``): every Redis round trip
+  of that client (single command or pipeline) and its errors;
+- :class:`SessionMetrics` (a ``sessionstore.SessionObserver``, given to the
+  session interface): sessions created and destroyed;
 - :func:`record_script`: cart operations, checkouts and idempotent replays, from
-  the outcome of every Lua script (shop/scripts.py calls it);
+  the outcome of every Lua script (shop/atomic.py calls it);
 - :func:`record_store_unavailable`: 503s because Redis is unreachable;
 - :func:`record_not_replicated`: writes too few replicas confirmed in time
-  (shop/scripts.py, with ``SHOP_REPLICA_ACKS`` > 0).
+  (shop/atomic.py, with ``SHOP_REPLICA_ACKS`` > 0).
 
 Metric names (all prefixed ``shop_``):
 
@@ -48,12 +50,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, Response
+import redis
+from flask import Blueprint, Response, current_app
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -65,9 +67,10 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+from sessionstore import SessionObserver
+
 from . import logs
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ENDPOINT_KEY = "shop.endpoint"  # set in the WSGI environ by handlers._begin_request
 UNMATCHED = "unmatched"  # requests no route matched (404s, scanners): one label value
 
@@ -126,14 +129,10 @@ CART_SCRIPTS = {"cart_add": "add", "cart_set": "set", "cart_merge": "merge"}
 bp = Blueprint("metrics", __name__)
 
 
-def multiprocess_dir() -> str | None:
-    """The directory workers share their values through, or None (one process)."""
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
-def exposition() -> bytes:
-    """The metrics text: summed over every worker of this replica when there are several."""
-    if multiprocess_dir():
+def exposition(multiprocess_dir: str | None) -> bytes:
+    """The metrics text: summed over every worker of this replica when they share
+    `multiprocess_dir` (``PROMETHEUS_MULTIPROC_DIR``), else this process's own."""
+    if multiprocess_dir:
         registry = CollectorRegistry()
         _multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
@@ -143,83 +142,71 @@ def exposition() -> bytes:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus scrapes each replica here (nginx does not forward /metrics)."""
-    return Response(exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body = exposition(current_app.config["PROMETHEUS_MULTIPROC_DIR"])
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 # -- Redis ---------------------------------------------------------------------
 
 
-def _timed(client_name: str, command: Callable[[], str], call: Callable[..., Any]):
-    @functools.wraps(call)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return call(*args, **kwargs)
-        except Exception as exc:
-            REDIS_ERRORS.labels(client_name, type(exc).__name__).inc()
-            raise
-        finally:
-            name = command() if not args else str(args[0]).upper()
-            REDIS_DURATION.labels(client_name, name).observe(time.perf_counter() - start)
-
-    return wrapper
+def _timed(label: str, command: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)`, one Redis round trip: timed, and counted if it raises."""
+    start = time.perf_counter()
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:
+        REDIS_ERRORS.labels(label, type(exc).__name__).inc()
+        raise
+    finally:
+        REDIS_DURATION.labels(label, command).observe(time.perf_counter() - start)
 
 
-def instrument_redis(client: Any, client_name: str) -> Any:
-    """Time every round trip of `client` (a redis.Redis) and count its errors.
+class TimedPipeline(redis.client.Pipeline):
+    """A pipeline whose execute (one round trip, whatever it holds) is timed."""
 
-    Every command goes through ``execute_command`` and every pipeline through
-    its ``execute``: wrapping those two on this one instance covers the shop's
-    calls, its Lua scripts and sessionstore's scripts without touching their
-    code. Returns `client`.
+    label = "redis"
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return _timed(self.label, "PIPELINE", super().execute, raise_on_error)
+
+
+class TimedRedis(redis.Redis):
+    """A client that times every round trip and counts its errors, under `label`.
+
+    Every command (the shop's, its Lua scripts, sessionstore's) goes through
+    execute_command, and every pipeline through its execute: these two
+    overrides see all of a client's traffic. Build one with
+    ``sessionstore.redis_from_url(url, redis_class=timed_redis("shop"))``.
     """
-    client.execute_command = _timed(client_name, lambda: "UNKNOWN", client.execute_command)
-    make_pipeline = client.pipeline
 
-    @functools.wraps(make_pipeline)
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = make_pipeline(*args, **kwargs)
-        pipe.execute = _timed(client_name, lambda: "PIPELINE", pipe.execute)
+    label = "redis"
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return _timed(self.label, str(args[0]).upper(), super().execute_command, *args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> TimedPipeline:
+        pipe = TimedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.label = self.label
         return pipe
 
-    client.pipeline = pipeline
-    return client
+
+@functools.cache
+def timed_redis(label: str) -> type[TimedRedis]:
+    """The TimedRedis class whose metrics carry ``client=<label>`` (sessions, shop, heartbeat)."""
+    return type(f"TimedRedis_{label}", (TimedRedis,), {"label": label})
 
 
 # -- sessions and scripts --------------------------------------------------------
 
 
-def instrument_sessions(store: Any) -> Any:
-    """Count sessions created and destroyed by wrapping `store` (a SessionStore).
+class SessionMetrics(SessionObserver):
+    """Counts sessions created and ended, as the session store reports them."""
 
-    A save with ``is_new`` that Redis accepted (TTL > 0) created a session;
-    ``destroy`` and ``revoke_user`` report how many ended. Returns `store`.
-    """
-    save, destroy, revoke_user = store.save, store.destroy, store.revoke_user
+    def session_created(self) -> None:
+        SESSIONS_CREATED.inc()
 
-    @functools.wraps(save)
-    def counted_save(**kwargs: Any) -> int:
-        ttl_ms = save(**kwargs)
-        if kwargs.get("is_new") and ttl_ms:
-            SESSIONS_CREATED.inc()
-        return ttl_ms
-
-    @functools.wraps(destroy)
-    def counted_destroy(sid: str) -> bool:
-        gone = destroy(sid)
-        if gone:
-            SESSIONS_DESTROYED.inc()
-        return gone
-
-    @functools.wraps(revoke_user)
-    def counted_revoke(user_id: Any) -> int:
-        count = revoke_user(user_id)
-        if count:
-            SESSIONS_DESTROYED.inc(count)
-        return count
-
-    store.save, store.destroy, store.revoke_user = counted_save, counted_destroy, counted_revoke
-    return store
+    def sessions_ended(self, count: int) -> None:
+        SESSIONS_DESTROYED.inc(count)
 
 
 def record_script(name: str, result: dict[str, Any], replayed: bool) -> None:

@@ -11,11 +11,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
-from . import keys, scripts
+from . import atomic, keys
 from .cart import Owner
 from .errors import ShopError
+from .idempotency import IdempotencyClaim
+from .shopstore import ShopStore
 
 HISTORY_LIMIT = 50
 
@@ -28,14 +28,14 @@ def _short_message(short: list[dict[str, Any]]) -> str:
 
 
 def checkout(
-    client: redis.Redis, user_id: str, claim: scripts.IdempotencyClaim | None = None
-) -> scripts.Outcome:
+    store: ShopStore, user_id: str, claim: IdempotencyClaim | None = None
+) -> atomic.Outcome:
     """Turn the user's cart into an order; result ``{order_id, total_cents, items, ...}``.
 
     Raises 400 for an empty cart and 409 naming the short lines.
     """
-    outcome = scripts.run(
-        client,
+    outcome = atomic.run(
+        store,
         "checkout",
         [
             Owner.user(user_id).key,
@@ -67,10 +67,10 @@ def public_order(order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def history(client: redis.Redis, user_id: str, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+def history(store: ShopStore, user_id: str, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
     """The user's latest orders, newest first (two round trips)."""
-    ids = client.lrange(keys.user_orders(user_id), 0, limit - 1)
+    ids = store.client.lrange(keys.user_orders(user_id), 0, limit - 1)
     if not ids:
         return []
-    raws = client.hmget(keys.orders(), ids)
+    raws = store.client.hmget(keys.orders(), ids)
     return [public_order(json.loads(raw)) for raw in raws if raw is not None]

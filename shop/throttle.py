@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-
 from . import keys
 from .errors import ShopError
+from .shopstore import ShopStore
 
 
 @dataclass(frozen=True)
@@ -25,11 +24,11 @@ class Limits:
     window_seconds: int
 
 
-def count_attempt(client: redis.Redis, folded_username: str, address: str, limits: Limits) -> None:
+def count_attempt(store: ShopStore, folded_username: str, address: str, limits: Limits) -> None:
     """Count one login attempt; raise a 429 with Retry-After once a limit is passed."""
     user_key = keys.login_throttle_user(folded_username)
     ip_key = keys.login_throttle_ip(address)
-    pipe = client.pipeline(transaction=True)
+    pipe = store.client.pipeline(transaction=True)
     for key in (user_key, ip_key):
         pipe.incr(key)
         pipe.expire(key, limits.window_seconds, nx=True)
@@ -50,6 +49,6 @@ def count_attempt(client: redis.Redis, folded_username: str, address: str, limit
         )
 
 
-def clear_user(client: redis.Redis, folded_username: str) -> None:
+def clear_user(store: ShopStore, folded_username: str) -> None:
     """Forget a username's attempts after it logged in successfully."""
-    client.delete(keys.login_throttle_user(folded_username))
+    store.client.delete(keys.login_throttle_user(folded_username))

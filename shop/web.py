@@ -28,11 +28,11 @@ from flask import (
     url_for,
 )
 
-from . import accounts, cart, catalog, idempotency, orders, shopper
+from . import accounts, appstate, cart, catalog, idempotency, identity, orders
 from .accounts import User
 from .errors import ShopError
 from .formatting import duration, money
-from .scripts import IdempotencyClaim
+from .idempotency import IdempotencyClaim
 
 bp = Blueprint("web", __name__)
 
@@ -60,11 +60,11 @@ def page_context() -> dict[str, Any]:
     }
     if context["store_down"]:
         return context
-    context["nav_user"] = shopper.current_user()
+    context["nav_user"] = identity.current_user()
     context["session_age"] = describe_age(getattr(session, "created_at", None))
-    owner = shopper.cart_owner(create=False)
+    owner = identity.cart_owner(create=False)
     if owner is not None:
-        context["cart_count"] = sum(int(q) for q in shopper.store().hvals(owner.key))
+        context["cart_count"] = cart.count(appstate.store(), owner)
     return context
 
 
@@ -78,7 +78,7 @@ def init_app(app: Flask) -> None:
 def form_claim() -> IdempotencyClaim | None:
     """The claim for this form's hidden idempotency key (None if the form has none)."""
     fields = {k: v for k, v in sorted(request.form.items()) if k not in NOT_FINGERPRINTED}
-    return shopper.claim(request.form.get(idempotency.FORM_FIELD) or None, [fields])
+    return identity.claim(request.form.get(idempotency.FORM_FIELD) or None, [fields])
 
 
 def _see_other(endpoint: str, **values: Any) -> Response:
@@ -109,7 +109,7 @@ def _safe_next(target: str | None) -> str:
 
 @bp.get("/")
 def catalog_page():
-    return render_template("catalog.html", products=catalog.list_products(shopper.store()))
+    return render_template("catalog.html", products=catalog.list_products(appstate.store()))
 
 
 @bp.post("/cart/add")
@@ -118,9 +118,9 @@ def add_to_cart():
         product_id = cart.parse_product_id(request.form.get("product_id", ""))
         qty = cart.parse_form_qty(request.form.get("qty"))
         claim = form_claim()
-        owner = shopper.cart_owner(create=True)
-        cart.add(shopper.store(), owner, product_id, qty, claim)
-        name = catalog.products_by_id(shopper.store(), [product_id])[product_id].name
+        owner = identity.cart_owner(create=True)
+        cart.add(appstate.store(), owner, product_id, qty, claim)
+        name = catalog.products_by_id(appstate.store(), [product_id])[product_id].name
         return f"Added {qty} × {name} to your cart."
 
     # Back to the catalog at the product, under its own URL: the browser's
@@ -136,8 +136,8 @@ def add_to_cart():
 
 @bp.get("/cart")
 def cart_page():
-    owner = shopper.cart_owner(create=False)
-    current = cart.get(shopper.store(), owner) if owner else cart.Cart([])
+    owner = identity.cart_owner(create=False)
+    current = cart.get(appstate.store(), owner) if owner else cart.Cart([])
     return render_template("cart.html", cart=current)
 
 
@@ -145,8 +145,8 @@ def _change_line(qty_text: str | None) -> str:
     product_id = cart.parse_product_id(request.form.get("product_id", ""))
     qty = cart.parse_form_qty(qty_text, allow_zero=True)
     claim = form_claim()
-    owner = shopper.cart_owner(create=True)
-    cart.set_qty(shopper.store(), owner, product_id, qty, claim)
+    owner = identity.cart_owner(create=True)
+    cart.set_qty(appstate.store(), owner, product_id, qty, claim)
     return "Removed the item." if qty == 0 else f"Quantity set to {qty}."
 
 
@@ -162,11 +162,11 @@ def remove_from_cart():
 
 @bp.post("/checkout")
 def checkout():
-    user = shopper.current_user()
+    user = identity.current_user()
     if user is None:
         return _login_first("Please log in to check out; your cart is kept.", "web.cart_page")
     try:
-        outcome = orders.checkout(shopper.store(), user.id, form_claim())
+        outcome = orders.checkout(appstate.store(), user.id, form_claim())
     except ShopError as err:
         flash(err.message, "error")
         return _see_other("web.cart_page")
@@ -180,10 +180,10 @@ def checkout():
 
 @bp.get("/orders")
 def orders_page():
-    user = shopper.current_user()
+    user = identity.current_user()
     if user is None:
         return _login_first("Please log in to see your orders.", "web.orders_page")
-    return render_template("orders.html", orders=orders.history(shopper.store(), user.id))
+    return render_template("orders.html", orders=orders.history(appstate.store(), user.id))
 
 
 def _form_page(template: str, err: ShopError | None = None, **context: Any) -> Response:
@@ -205,7 +205,7 @@ def register():
     username = request.form.get("username", "")
     try:
         outcome = accounts.register(
-            shopper.store(),
+            appstate.store(),
             username,
             request.form.get("password", ""),
             hash_method=current_app.config["PASSWORD_HASH_METHOD"],
@@ -214,7 +214,7 @@ def register():
     except ShopError as err:
         return _form_page("register.html", err, username=username)
     user = User(id=outcome.result["user_id"], username=outcome.result["username"])
-    shopper.start_session(user)
+    identity.start_session(user)
     flash(f"Welcome, {user.username}! Your account is ready.", "success")
     return _see_other("web.catalog_page")
 
@@ -226,7 +226,7 @@ def login():
         return _form_page("login.html", username="", next_path=next_path)
     username = request.form.get("username", "")
     try:
-        user = shopper.log_in(username, request.form.get("password", ""))
+        user = identity.log_in(username, request.form.get("password", ""))
     except ShopError as err:
         return _form_page("login.html", err, username=username, next_path=next_path)
     flash(f"Welcome back, {user.username}!", "success")
@@ -235,6 +235,6 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    shopper.log_out()
+    identity.log_out()
     flash("You are logged out.", "success")
     return _see_other("web.catalog_page")

@@ -19,7 +19,7 @@ from flask import Flask, abort, jsonify, session
 from markupsafe import Markup
 
 import sessionstore
-from sessionstore import RedisSessionInterface, StoreUnavailable, redis_from_url
+from sessionstore import Durability, RedisSessionInterface, StoreUnavailable, redis_from_url
 from shop.cluster import procs
 
 SECRET = "test-secret-key"
@@ -770,8 +770,7 @@ def test_write_is_acknowledged_only_once_a_replica_has_it(primary_with_replica):
     primary, replica = primary_with_replica
     app = make_app(
         redis_from_url(primary.url, retries=0),
-        replica_acks=1,
-        replica_ack_timeout=timedelta(milliseconds=300),
+        durability=Durability(replica_acks=1, timeout=timedelta(milliseconds=300)),
     )
     client = app.test_client()
     assert client.post("/login/alice").status_code == 200
@@ -789,7 +788,7 @@ def test_durable_save_is_still_one_round_trip(primary_with_replica, tmp_path):
     pool = redis.ConnectionPool(
         host=procs.LOOPBACK, port=primary.port, connection_class=CountingConnection
     )
-    app = make_app(redis.Redis(connection_pool=pool), replica_acks=1)
+    app = make_app(redis.Redis(connection_pool=pool), durability=Durability(replica_acks=1))
     client = app.test_client()
     client.post("/set/a/1")
     client.post("/set/a/2")  # scripts are loaded by now

@@ -1,4 +1,4 @@
-"""The shop's WAIT at its one write choke point (shop.scripts.run), on a real
+"""The shop's WAIT at its one write choke point (shop.atomic.run), on a real
 primary + replica: a write is acknowledged only once a replica has it, and
 otherwise the shopper gets a fast 503 with Retry-After, never a hang or a 500.
 """
@@ -6,17 +6,19 @@ otherwise the shopper gets a fast 503 with Retry-After, never a hang or a 500.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 import redis
 from shop_support import make_app
 
-from sessionstore import NotReplicated, redis_from_url
-from shop import cart, catalog, keys, scripts
+from sessionstore import NO_WAIT, Durability, NotReplicated, redis_from_url
+from shop import atomic, cart, catalog, idempotency, keys
 from shop.cluster import procs
+from shop.shopstore import ShopStore
 
 PRODUCT = "espresso-cup"  # from shop/data/products.json
-ACKS = scripts.Durability(replica_acks=1, timeout_ms=300)
+ACKS = Durability(replica_acks=1, timeout=timedelta(milliseconds=300))
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def durable(primary_with_replica):
     replica = redis.Redis(
         host=procs.LOOPBACK, port=int(info["port"]), socket_timeout=5, decode_responses=True
     )
-    catalog.seed(client)
+    catalog.seed(ShopStore(client))
     try:
         yield client, replica, replica_proc
     finally:
@@ -36,16 +38,15 @@ def durable(primary_with_replica):
         replica.close()
 
 
-def add(client: redis.Redis, visitor: str, claim: scripts.IdempotencyClaim | None = None):
+def add(client: redis.Redis, visitor: str, claim: idempotency.IdempotencyClaim | None = None):
     """One cart_add of one product through the choke point, with one replica ack asked."""
     owner = cart.Owner.visitor(visitor)
-    return scripts.run(
-        client,
+    return atomic.run(
+        ShopStore(client, ACKS),
         "cart_add",
         [owner.key, keys.products()],
         [PRODUCT, 1, 99, 50, owner.ttl],
         claim,
-        ACKS,
     )
 
 
@@ -58,13 +59,15 @@ def test_acknowledged_write_is_already_on_the_replica(durable):
 
 def test_replay_waits_too_and_covers_the_original_write(durable):
     client, replica, _ = durable
-    claim = scripts.IdempotencyClaim(record_key=keys.idempotency("a:v2", "k1"), fingerprint="f")
+    claim = idempotency.IdempotencyClaim(
+        record_key=keys.idempotency("a:v2", "k1"), fingerprint="f"
+    )
     first = add(client, "v2", claim)
     again = add(client, "v2", claim)
     assert again.replayed and again.result == first.result
     assert replica.hget(cart.Owner.visitor("v2").key, PRODUCT) == "1"  # applied once
     # The replay rewrote the record's expiry unchanged (that is what WAIT counts).
-    assert 0 < client.ttl(claim.record_key) <= scripts.RECORD_TTL_SECONDS
+    assert 0 < client.ttl(claim.record_key) <= idempotency.RECORD_TTL_SECONDS
 
 
 def test_no_replica_means_a_fast_not_replicated(durable):
@@ -104,4 +107,4 @@ def test_shop_answers_503_with_retry_after_when_acks_are_short(primary_with_repl
 
 def test_acks_default_to_off(redis_server, redis_client):
     app = make_app(redis_server.url)
-    assert app.extensions["shop"].durability == scripts.NO_WAIT
+    assert app.extensions["shop"].store.durability == NO_WAIT

@@ -1,4 +1,5 @@
-"""The current shopper: who is asking (from the session), whose cart, logging in and out.
+"""Who is asking: the current request's user or anonymous visitor (from the
+session), whose cart it works on, its idempotency scope, logging in and out.
 
 Both the JSON API and the HTML pages go through these functions, so the rules
 (session regenerated at login, anonymous cart merged, logout destroying the
@@ -9,37 +10,19 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
-from dataclasses import dataclass
 from typing import Any
 
-import redis
 from flask import current_app, request, session
 
-from . import accounts, cart, idempotency, scripts, throttle
+from . import accounts, cart, idempotency, throttle
 from .accounts import User
+from .appstate import store
 from .errors import ShopError
+from .idempotency import IdempotencyClaim
 
-USER_ID = "user_id"  # also sessionstore's per-user index key
+USER_ID = "user_id"  # also sessionstore's user_key (its per-user index), set in create_app
 USERNAME = "username"
 VISITOR_ID = "visitor_id"  # an anonymous visitor's cart owner and idempotency scope
-
-
-@dataclass
-class ShopState:
-    """What the app keeps per process: the shop's Redis client and start-up flags."""
-
-    redis: redis.Redis
-    durability: scripts.Durability = scripts.NO_WAIT  # replica acks for every domain write
-    seeded: bool = False
-
-
-def state() -> ShopState:
-    return current_app.extensions["shop"]
-
-
-def store() -> redis.Redis:
-    """The shop's Redis client (decoded strings), shared by all threads of a worker."""
-    return state().redis
 
 
 def current_user() -> User | None:
@@ -75,7 +58,7 @@ def cart_owner(create: bool = False) -> cart.Owner | None:
     return cart.Owner.visitor(visitor) if visitor else None
 
 
-def claim(key: str | None, request_parts: list[Any]) -> scripts.IdempotencyClaim | None:
+def claim(key: str | None, request_parts: list[Any]) -> IdempotencyClaim | None:
     """An idempotency claim for `key`, scoped to this user or (anonymous) visitor."""
     if key is None:
         return None
@@ -105,12 +88,12 @@ def log_in(username: Any, password: Any) -> User:
         per_ip=config["LOGIN_MAX_PER_IP"],
         window_seconds=config["LOGIN_WINDOW"],
     )
-    client = store()
-    throttle.count_attempt(client, folded, client_address(), limits)
+    shop = store()
+    throttle.count_attempt(shop, folded, client_address(), limits)
     user = accounts.authenticate(
-        client, username, password, hash_method=config["PASSWORD_HASH_METHOD"]
+        shop, username, password, hash_method=config["PASSWORD_HASH_METHOD"]
     )
-    throttle.clear_user(client, folded)
+    throttle.clear_user(shop, folded)
     start_session(user)
     return user
 
