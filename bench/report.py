@@ -110,7 +110,9 @@ def sessions_section(data: dict[str, Any]) -> str:
         "## Session variants, side by side",
         "",
         f"{_measured(data)}. Each variant: its own gunicorn "
-        f"(`{data['gunicorn']}`), all behind one nginx, one redis-server (AOF everysec). "
+        f"(`{data['gunicorn']}`), each behind its own nginx (the cluster's config, "
+        "rendered from shop/cluster/nginx.conf.j2 for one upstream, no access log), "
+        "one redis-server (AOF everysec). "
         f"wrk: {cfg['connections']} connections, 2 threads, {cfg['duration']:g} s per run, "
         f"{cfg['reps']} repetitions, variants interleaved (order rotated per repetition). "
         "Figures are medians over repetitions; ratios are taken within a repetition "

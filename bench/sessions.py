@@ -2,8 +2,9 @@
 
 Method (why each step is there):
 
-1. All variants run at once behind one nginx and share one redis-server, so a
-   repetition visits every variant within a few seconds of the others.
+1. All variants run at once, each behind its own nginx (the cluster's config,
+   one upstream), and share one redis-server, so a repetition visits every
+   variant within a few seconds of the others.
 2. Each variant gets a pool of pre-created logged-in sessions (one per wrk
    connection); wrk carries their cookies, so every request finds a session.
 3. Round trips are counted once per variant and endpoint in a short,
@@ -29,7 +30,7 @@ import requests
 
 from . import measure, profile
 from .apps import REDIS_VARIANTS, VARIANTS, create_app
-from .stack import GUNICORN_SETTINGS, Stack, running_stack
+from .stack import GUNICORN_SETTINGS, STATIC_PATH, Stack, running_stack
 
 ENDPOINTS = {"read": ("GET", "/read"), "write": ("POST", "/write")}
 CALIBRATION_REQUESTS = 50
@@ -114,7 +115,7 @@ def count_round_trips(stack: Stack, variant: str, cookie: str) -> dict[str, dict
 
 def _watch(stack: Stack, variant: str | None) -> measure.CpuWatch:
     groups: dict[str, Callable[[], set[int]]] = {
-        "nginx": lambda: measure.tree_pids(stack.nginx_pid),
+        "nginx": lambda: set().union(*(measure.tree_pids(p) for p in stack.nginx_pids.values())),
         "redis": lambda: {stack.redis_pid},
     }
     if variant is not None:
@@ -153,7 +154,7 @@ def run_sessions(
             static = measure.run_wrk(
                 stack.static_url,
                 "session.lua",
-                [str(cookie_files[variants[0]]), "GET", "/"],
+                [str(cookie_files[variants[0]]), "GET", STATIC_PATH],
                 duration=config.duration,
                 connections=config.connections,
                 watch=_watch(stack, None),

@@ -8,15 +8,12 @@ fixture (see `pytest_collection_modifyitems`), so `-m integration` misses none.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from shop.cluster import procs
 
@@ -151,33 +148,8 @@ def gunicorn_replica(redis_server: RedisServer, redis_client: redis.Redis, tmp_p
 
     Its metrics directory is in `tmp_path`; it is stopped by pid, even on failure.
     """
-    from shop_support import TEST_SECRET
+    from shop_support import gunicorn_replica
 
-    port = procs.free_port()
-    log_path = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "SECRET_KEY": TEST_SECRET,
-        "REPLICA_NAME": "gunicorn-1",
-        "SHOP_BIND": f"127.0.0.1:{port}",
-        "SHOP_WORKERS": "2",
-        "SHOP_THREADS": "2",
-        "SHOP_PASSWORD_HASH": "pbkdf2:sha256:1000",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    config = Path(__file__).resolve().parent.parent / "shop" / "gunicorn_conf.py"
-    proc = procs.spawn(
-        [gunicorn, "-c", str(config), "shop.wsgi:app"], log_path=log_path, env=env, cwd=tmp_path
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        procs.wait_until(
-            lambda: requests.get(f"{base}/readyz", timeout=1).status_code == 200,
-            timeout=30,
-            what=f"gunicorn /readyz (log: {log_path})",
-        )
-        yield base, log_path
-    finally:
-        procs.stop_process(proc.pid, timeout=15)
+    metrics = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    with gunicorn_replica("gunicorn-1", redis_server.url, tmp_path, env=metrics) as replica:
+        yield replica.url, replica.log_path

@@ -6,15 +6,22 @@ that use them live in conftest.py.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from shop import create_app
+from shop.cluster import appserver, procs
 
 TEST_SECRET = "test-secret-key-0123456789abcdef0123456789abcdef"
 # Fast hashing for tests; one test checks the production default (scrypt).
@@ -35,6 +42,63 @@ def make_app(redis_url: str, replica: str = "replica-a", **overrides: Any) -> Fl
     }
     config.update(overrides)
     return create_app(config)
+
+
+@dataclass(frozen=True)
+class GunicornReplica:
+    """A real gunicorn replica of the shop we started: where it answers, its log, its pid."""
+
+    name: str
+    port: int
+    log_path: Path
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{procs.LOOPBACK}:{self.port}"
+
+
+# A replica imports Flask and the shop and seeds the catalog before it answers:
+# a few seconds on a busy machine, so half a minute means it is broken.
+REPLICA_READY_TIMEOUT = 30
+
+
+@contextmanager
+def gunicorn_replica(
+    name: str,
+    redis_url: str,
+    workdir: Path,
+    *,
+    app: str = appserver.WSGI_APP,
+    env: dict[str, str] | None = None,
+) -> Iterator[GunicornReplica]:
+    """The shop (or `app`, a wrapper of it) under gunicorn with the shop's gunicorn
+    settings, as the launcher starts it; ready when it yields, stopped by pid after."""
+    port = procs.free_port()
+    log_path = workdir / f"{name}.log"
+    environment = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": TEST_SECRET,
+        "REPLICA_NAME": name,
+        "SHOP_WORKERS": "2",
+        "SHOP_THREADS": "2",
+        "SHOP_PASSWORD_HASH": FAST_HASH,
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics" / name),
+        **(env or {}),
+    }
+    argv = appserver.gunicorn_argv(app, bind=f"{procs.LOOPBACK}:{port}", name=name)
+    proc = procs.spawn(argv, log_path=log_path, env=environment, cwd=workdir)
+    replica = GunicornReplica(name, port, log_path, proc.pid)
+    try:
+        procs.wait_until(
+            lambda: requests.get(f"{replica.url}/readyz", timeout=1).status_code == 200,
+            timeout=REPLICA_READY_TIMEOUT,
+            what=f"{name} to answer /readyz (log: {log_path})",
+        )
+        yield replica
+    finally:
+        procs.stop_process(proc.pid, timeout=15)
 
 
 def snapshot(client: redis.Redis, *, sessions: bool = True) -> dict[str, Any]:

@@ -36,7 +36,8 @@ def nginx_version() -> tuple[int, ...]:
 
 
 def nginx_argv(prefix: Path, conf: Path) -> list[str]:
-    return [nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
+    nginx_binary()  # skips the test when nginx is missing
+    return nginxconf.argv(prefix=prefix, conf=conf, error_log=prefix / "error.log")
 
 
 def nginx_test(prefix: Path, conf: Path) -> None:

@@ -54,7 +54,7 @@ class NginxSettings:
     listen: str
     servers: Sequence[str]
     static_root: str
-    access_log: str
+    access_log: str | None  # None: no access log
     resolve: bool = False
     resolver: str | None = None
     health_path: str = HEALTH_PATH
