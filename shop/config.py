@@ -1,38 +1,17 @@
 """All settings of the shop, read from environment variables in this one place.
 
-Every other module reads ``app.config``; only this module looks at
-``os.environ``, so the table below is the complete list of knobs.
+Every other module of the shop reads ``app.config`` (from :func:`load_config`)
+or, for gunicorn, :class:`ServerSettings` (from :func:`load_server_settings`,
+used by shop/gunicorn_conf.py); only this module looks at ``os.environ``. The
+complete list of variables, with defaults and meanings, is the Configuration
+table of the README (tests/test_shop_units.py checks that it names every
+variable read here, and that no other module of the shop reads the
+environment). Two are written rather than set by hand: shop/gunicorn_conf.py
+sets ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client itself, too) and
+``SHOP_REPLICA_STARTED`` in the gunicorn master, for its workers.
 
-- ``REDIS_URL`` (``redis://127.0.0.1:6379/0``): the store for sessions and
-  shop data; ``rediss://``, ``unix://`` and ``redis+sentinel://`` work too.
-- ``SECRET_KEY`` (a dev-only constant, with a warning): signs cookies and keys
-  the session ids in Redis; required when ``SHOP_ENV=production``.
-- ``SHOP_ENV`` (``development``): ``production`` refuses a missing SECRET_KEY
-  and makes the session cookie Secure.
-- ``REPLICA_NAME`` (the host name): shown in ``X-Served-By`` and page footers.
-- ``SESSION_IDLE_TIMEOUT`` (1800 s) and ``SESSION_ABSOLUTE_TIMEOUT`` (43200 s).
-- ``SESSION_COOKIE_SECURE`` (on in production): send the cookie over HTTPS only.
-- ``SHOP_MAX_BODY_BYTES`` (16384): larger request bodies get a 413.
-- ``SHOP_LOGIN_MAX_PER_USER`` (5), ``SHOP_LOGIN_MAX_PER_IP`` (30) login attempts
-  per ``SHOP_LOGIN_WINDOW`` (300 s), then 429 with Retry-After.
-- ``SHOP_PASSWORD_HASH`` (``scrypt``): werkzeug hash method (scrypt or pbkdf2).
-- ``SHOP_TRUSTED_PROXIES`` (``127.0.0.1``): peers whose X-Forwarded-For counts.
-- ``SHOP_SEED_CATALOG`` (1): seed the products at start-up (only what is absent).
-- ``SHOP_HEARTBEAT_INTERVAL`` (1.0 s): how often each worker writes its
-  heartbeat for the cluster page (shop/heartbeat.py); 0 turns it off.
-- ``SHOP_REPLICA_STARTED`` (unix time; set by shop/gunicorn_conf.py in the
-  master): the replica's start, so its uptime survives worker restarts.
-- ``SHOP_REPLICA_ACKS`` (0) and ``SHOP_REPLICA_ACK_TIMEOUT`` (0.5 s): with
-  Redis replicas (Sentinel), every domain write (cart, checkout, register,
-  idempotency record) is acknowledged only once this many replicas confirm
-  it (WAIT, pipelined with the write); short of that in time, a 503 with
-  Retry-After. ``SESSION_REPLICA_ACKS`` / ``SESSION_REPLICA_ACK_TIMEOUT`` do
-  the same for session writes (read by sessionstore.init_app).
-- ``PROMETHEUS_MULTIPROC_DIR``: read by prometheus_client itself (see
-  shop/metrics.py); shop/gunicorn_conf.py sets one per replica.
-
-The gunicorn settings (``SHOP_BIND``, ``SHOP_WORKERS``, ...) live in
-``shop/gunicorn_conf.py`` because gunicorn reads them before the app exists.
+Importing this module loads nothing but the standard library: gunicorn's
+master reads it before any worker exists (see shop/gunicorn_conf.py).
 """
 
 from __future__ import annotations
@@ -40,7 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -58,24 +40,27 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() in TRUE_WORDS
 
 
-def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+def _number(env: Mapping[str, str], name: str, default: Any, kind: Callable[[str], Any]) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    return _number(env, name, default, int)
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    return _number(env, name, default, float)
+
+
+def _replica_name(env: Mapping[str, str]) -> str:
+    return env.get("REPLICA_NAME") or socket.gethostname()
 
 
 def load_config(
@@ -99,7 +84,7 @@ def load_config(
         "SHOP_PRODUCTION": production,
         "SECRET_KEY": secret,
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "REPLICA_NAME": env.get("REPLICA_NAME") or socket.gethostname(),
+        "REPLICA_NAME": _replica_name(env),
         "SESSION_IDLE_TIMEOUT": _int(env, "SESSION_IDLE_TIMEOUT", 1800),
         "SESSION_ABSOLUTE_TIMEOUT": _int(env, "SESSION_ABSOLUTE_TIMEOUT", 12 * 3600),
         "SESSION_COOKIE_SECURE": _flag(env.get("SESSION_COOKIE_SECURE"), production),
@@ -127,3 +112,51 @@ def load_config(
     }
     settings.update(overrides)
     return settings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn needs for one replica (shop/gunicorn_conf.py says why each default)."""
+
+    replica: str
+    bind: list[str]
+    workers: int
+    threads: int
+    timeout: int
+    graceful_timeout: int
+    keepalive: int
+    forwarded_allow_ips: str
+    access_log: str | None
+    error_log: str
+    control_socket: str | None
+    metrics_dir: Path
+
+
+def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
+    """gunicorn's settings from `env` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    bind = env.get("SHOP_BIND", "127.0.0.1:8000").split(",")
+    return ServerSettings(
+        replica=_replica_name(env),
+        bind=bind,
+        workers=_int(env, "SHOP_WORKERS", 2),
+        threads=_int(env, "SHOP_THREADS", 4),
+        timeout=_int(env, "SHOP_TIMEOUT", 30),
+        graceful_timeout=_int(env, "SHOP_GRACEFUL_TIMEOUT", 30),
+        keepalive=_int(env, "SHOP_KEEPALIVE", 75),
+        forwarded_allow_ips=env.get("SHOP_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        access_log=env.get("SHOP_ACCESS_LOG") or None,
+        error_log=env.get("SHOP_ERROR_LOG", "-"),
+        control_socket=env.get("SHOP_CONTROL_SOCKET") or None,
+        metrics_dir=_metrics_dir(env, bind[0]),
+    )
+
+
+def _metrics_dir(env: Mapping[str, str], first_bind: str) -> Path:
+    """PROMETHEUS_MULTIPROC_DIR if set, else a private temp dir keyed by the bind
+    address (replicas on one host must not add up each other's counters)."""
+    given = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        return Path(given)
+    key = "".join(c if c.isalnum() else "_" for c in first_bind)
+    return Path(tempfile.gettempdir()) / f"shop-metrics-{os.getuid()}-{key}"

@@ -1,4 +1,5 @@
-"""gunicorn settings for one shop replica; every value can be set from the environment.
+"""gunicorn settings for one shop replica; every value can be set from the environment
+(read by shop/config.py, like every other setting of the shop).
 
 ==============================  =================  =============================================
 environment variable            default            why
@@ -15,6 +16,8 @@ environment variable            default            why
 ``SHOP_ACCESS_LOG``             (off)              gunicorn's own access log (path or ``-``);
                                                    off because the app writes one JSON line
                                                    per request itself (shop/logs.py)
+``SHOP_ERROR_LOG``              ``-`` (stderr)     gunicorn's own messages (start, worker exits),
+                                                   beside the app's warnings in the replica's log
 ``PROMETHEUS_MULTIPROC_DIR``    a temp dir per     where workers share metric values
                                 bind address       (shop/metrics.py); emptied at start
 ``SHOP_CONTROL_SOCKET``         (disabled)         a path enables gunicorn's control socket;
@@ -36,48 +39,39 @@ counting). ``SHOP_REPLICA_STARTED`` gives the heartbeat the replica's start time
 """
 
 import os
-import socket
-import tempfile
 import time
-from pathlib import Path
 
-replica = os.environ.get("REPLICA_NAME") or socket.gethostname()
+from shop.config import load_server_settings
 
-bind = os.environ.get("SHOP_BIND", "127.0.0.1:8000").split(",")
+_settings = load_server_settings()
+replica = _settings.replica
+
+bind = _settings.bind
 worker_class = "gthread"
-workers = int(os.environ.get("SHOP_WORKERS", "2"))
-threads = int(os.environ.get("SHOP_THREADS", "4"))
-timeout = int(os.environ.get("SHOP_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("SHOP_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("SHOP_KEEPALIVE", "75"))
-forwarded_allow_ips = os.environ.get("SHOP_FORWARDED_ALLOW_IPS", "127.0.0.1")
+workers = _settings.workers
+threads = _settings.threads
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+forwarded_allow_ips = _settings.forwarded_allow_ips
 proc_name = f"shop-{replica}"
 
-_control_socket = os.environ.get("SHOP_CONTROL_SOCKET", "")
-if _control_socket:
-    control_socket = _control_socket
+if _settings.control_socket:
+    control_socket = _settings.control_socket
 else:
     control_socket_disable = True
 
-accesslog = os.environ.get("SHOP_ACCESS_LOG") or None
-errorlog = os.environ.get("SHOP_ERROR_LOG", "-")
+accesslog = _settings.access_log
+errorlog = _settings.error_log
 # Only if SHOP_ACCESS_LOG asks for it. Time, remote address, replica, request id
 # (nginx's X-Request-ID), method, path WITHOUT the query string (%(U)s, not the
 # request line %(r)s, whose query could hold a value), status, bytes, ms. No
 # request header: never a cookie or an Idempotency-Key.
 access_log_format = f"%(t)s %(h)s {replica} %({{x-request-id}}o)s %(m)s %(U)s %(s)s %(b)s %(M)sms"
 
-
-def _metrics_dir() -> Path:
-    """PROMETHEUS_MULTIPROC_DIR if set, else a private temp dir keyed by the first bind address."""
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if given:
-        return Path(given)
-    key = "".join(c if c.isalnum() else "_" for c in bind[0])
-    return Path(tempfile.gettempdir()) / f"shop-metrics-{os.getuid()}-{key}"
-
-
-metrics_dir = _metrics_dir()
+# Written, not read: prometheus_client (imported by the workers) and the app
+# both take the directory from the environment the workers inherit.
+metrics_dir = _settings.metrics_dir
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +105,58 @@ def test_log_records_carry_the_replica_and_the_request_id():
         g.request_id = "req-9"
         RequestContextFilter().filter(record)
     assert (record.replica, record.request_id) == ("r7", "req-9")
+
+
+class RecordingEnv(dict):
+    """An empty environment that remembers every variable asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, name, default=None):
+        self.asked.add(name)
+        return super().get(name, default)
+
+
+REPO = Path(__file__).resolve().parent.parent
+ENV_READERS = ("os.environ.get", "os.getenv")
+
+
+def test_the_readme_table_lists_every_variable_the_shop_reads():
+    env = RecordingEnv()
+    config.load_config(env)
+    config.load_server_settings(env)
+    section = REPO.joinpath("README.md").read_text().split("## Configuration", 1)[1]
+    table = section.split("\n## ", 1)[0]
+    documented = {
+        name for row in table.splitlines() if row.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])
+    }  # fmt: skip
+    assert "SHOP_ERROR_LOG" in env.asked  # the recording sees gunicorn's settings too
+    assert env.asked - documented == set()
+
+
+def _environment_reads(source: str) -> list[int]:
+    """Lines that read os.environ (get, a subscript that is not assigned) or call os.getenv."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        called = isinstance(node, ast.Attribute) and ast.unparse(node) in ENV_READERS
+        subscripted = (
+            isinstance(node, ast.Subscript)
+            and ast.unparse(node.value) == "os.environ"
+            and isinstance(node.ctx, ast.Load)
+        )
+        if called or subscripted:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_config_reads_the_environment():
+    readers = {
+        f"{path.name}:{line}"
+        for path in (REPO / "shop").glob("*.py")
+        if path.name != "config.py"
+        for line in _environment_reads(path.read_text())
+    }
+    assert readers == set(), "read the setting in shop/config.py instead"
