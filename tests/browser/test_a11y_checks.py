@@ -1,16 +1,15 @@
-"""Self-tests of the accessibility checks in browser_support: each one passes a
-good page and catches a bad one, so a green shop test means something."""
+"""Self-tests of the accessibility checks in a11y.py: each one passes a good
+page and catches a bad one, so a green shop test means something."""
 
 from __future__ import annotations
 
 import pytest
-from browser_support import (  # noqa: F401 - fixtures are found by name
+
+from .a11y import (
     accessibility_problems,
-    browser_fixture,
     contrast_problems,
     focus_problems,
     heading_problems,
-    page_fixture,
     unlabelled_inputs,
 )
 
