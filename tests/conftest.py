@@ -52,15 +52,18 @@ class RedisServer:
     def client(self, **kwargs) -> redis.Redis:
         return redis.Redis(host=procs.LOOPBACK, port=self.port, socket_timeout=5, **kwargs)
 
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(port=procs.free_port(), data_dir=tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with RedisServer(procs.free_port(), tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -80,12 +83,8 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server for tests that stop, restart or break it."""
-    server = RedisServer(port=procs.free_port(), data_dir=tmp_path / "redis")
-    server.start()
-    try:
+    with RedisServer(procs.free_port(), tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

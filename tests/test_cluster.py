@@ -3,7 +3,7 @@ real shop and nginx; replicas are killed, restarted and scaled under load.
 
 One cluster serves the whole module (tests run in file order and leave it as
 they found it, except scale, which comes late). Load comes from the same
-simulated shoppers the demo uses (shop.cluster.shoppers).
+simulated shoppers the demo uses (shop.cluster.loadgen).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import requests
 from cluster_support import Launcher, leftovers, running_cluster
 
 from shop.cluster import procs
-from shop.cluster.shoppers import Load, LoadReport, Shopper, plentiful
+from shop.cluster.loadgen import LoadGenerator, LoadReport, SimulatedShopper, plentiful
 
 pytestmark = pytest.mark.cluster
 
@@ -31,8 +31,8 @@ LOAD_SECONDS = 15.0
 LOAD_MAX_REQUESTS = 2000
 
 
-def load(url: str, seconds: float = LOAD_SECONDS) -> Load:
-    return Load(url, LOAD_SHOPPERS, duration=seconds, max_requests=LOAD_MAX_REQUESTS)
+def load(url: str, seconds: float = LOAD_SECONDS) -> LoadGenerator:
+    return LoadGenerator(url, LOAD_SHOPPERS, duration=seconds, max_requests=LOAD_MAX_REQUESTS)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_up_twice_is_refused_clearly(cluster: Launcher) -> None:
 
 
 def test_a_killed_replica_loses_no_session_and_no_cart(cluster: Launcher) -> None:
-    shopper = Shopper(cluster.url)
+    shopper = SimulatedShopper(cluster.url)
     shopper.sign_up()
     for product in plentiful(shopper.products(), 3):
         assert shopper.add(product["id"], 2)
@@ -167,7 +167,7 @@ def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> Non
 def test_redis_restart_keeps_sessions_and_carts_and_the_outage_is_a_quick_503(
     cluster: Launcher,
 ) -> None:
-    shopper = Shopper(cluster.url)
+    shopper = SimulatedShopper(cluster.url)
     shopper.sign_up()
     product = shopper.products()[0]["id"]
     assert shopper.add(product, 3)

@@ -18,7 +18,7 @@ import requests
 from cluster_support import Launcher, running_cluster
 
 from shop.cluster import procs
-from shop.cluster.shoppers import Load, Shopper
+from shop.cluster.loadgen import LoadGenerator, SimulatedShopper
 
 pytestmark = pytest.mark.cluster
 
@@ -51,11 +51,11 @@ def test_status_shows_the_topology(ha_cluster: Launcher) -> None:
 
 def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
     url = ha_cluster.url
-    watcher = Shopper(url)
+    watcher = SimulatedShopper(url)
     watcher.sign_up()
     assert watcher.add("espresso-cup", 2)
 
-    with Load(url, SHOPPERS, duration=60, max_requests=5000, think=0.05) as load:
+    with LoadGenerator(url, SHOPPERS, duration=60, max_requests=5000, think=0.05) as load:
         time.sleep(2)  # some acknowledged writes before the kill
         old = redis_view(ha_cluster)["primary"]
         killed_at = time.monotonic()
@@ -120,7 +120,7 @@ def test_old_primary_holds_the_new_data_as_a_replica(ha_cluster: Launcher) -> No
     primary = next(n for n in view["nodes"] if n["name"] == view["primary"])
     replica = next(n for n in view["nodes"] if n["name"] != view["primary"])
     assert replica["role"] == "replica" and replica["replica_of"] == primary["port"]
-    shopper = Shopper(ha_cluster.url)
+    shopper = SimulatedShopper(ha_cluster.url)
     shopper.sign_up()  # a write acknowledged by the rejoined replica (WAIT 1)
     assert shopper.add("espresso-cup", 1)
 
@@ -135,7 +135,7 @@ def test_with_two_redis_replicas_writes_go_on_after_a_failover(
     with running_cluster(workdir, 2, "ha", "--redis-replicas", "2") as launcher:
         roles = sorted(n["role"] for n in redis_view(launcher)["nodes"])
         assert roles == ["primary", "replica", "replica"]
-        shopper = Shopper(launcher.url)
+        shopper = SimulatedShopper(launcher.url)
         shopper.sign_up()
         assert shopper.add("espresso-cup", 1)
         old = redis_view(launcher)["primary"]

@@ -21,8 +21,8 @@ from rich.table import Table
 from ..formatting import money
 from . import ha, procs
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
+from .loadgen import LoadGenerator, LoadReport, RequestFailed, SimulatedShopper, plentiful
 from .procs import ClusterError
-from .shoppers import Load, LoadReport, RequestFailed, Shopper, plentiful
 
 BACKGROUND_SHOPPERS = 4
 # Bounds for the background load: it stops at the end of the story anyway.
@@ -35,7 +35,7 @@ BACK_IN_ROTATION_TIMEOUT = 30.0
 class Narrator:
     """Prints each step and each request with the replica that served it."""
 
-    def __init__(self, console: Console, shopper: Shopper) -> None:
+    def __init__(self, console: Console, shopper: SimulatedShopper) -> None:
         self.console = console
         self.shopper = shopper
         self.step_number = 0
@@ -96,7 +96,7 @@ def run_demo(
             title="kill-a-node demo",
         )
     )
-    load = Load(
+    load = LoadGenerator(
         url,
         BACKGROUND_SHOPPERS,
         duration=BACKGROUND_SECONDS,
@@ -106,7 +106,7 @@ def run_demo(
     try:
         load.start()
         try:
-            narrator = Narrator(console, Shopper(url))
+            narrator = Narrator(console, SimulatedShopper(url))
             ok = _story(cluster, narrator, url)
             if state.ha:
                 ok = _store_act(cluster, narrator) and ok

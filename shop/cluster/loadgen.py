@@ -1,11 +1,12 @@
-"""Simulated shoppers: the load that the demo and the cluster tests share.
+"""The load generator the demo and the cluster tests share: simulated shoppers.
 
-Each shopper is a thread with its own `requests.Session` (its own cookie, so
-its own server-side session) that registers, logs in, then mixes reads with
-cart adds through nginx. Every POST carries an Idempotency-Key, so a request
-nginx retried on another replica is applied once. A shopper remembers exactly
-which adds the shop acknowledged (201); at the end its cart must equal their
-sum: nothing lost, nothing doubled. Load is bounded in requests and time.
+`LoadGenerator` runs `SimulatedShopper`s, each a thread with its own
+`requests.Session` (its own cookie, so its own server-side session) that
+registers, logs in, then mixes reads with cart adds through nginx. Every POST
+carries an Idempotency-Key, so a request nginx retried on another replica is
+applied once. A shopper remembers exactly which adds the shop acknowledged
+(201); at the end its cart must equal their sum: nothing lost, nothing doubled.
+The load is bounded in requests and time.
 
 An add answered 503 (the store failing over) may or may not have been applied,
 so the shopper does what a client should: it retries that add with the same
@@ -28,10 +29,11 @@ from typing import Any
 
 import requests
 
+from shop.cart import MAX_QTY  # the shop's per-line limit: adds stay under it
+
 # Connect fast (loopback), but give a request time to be retried by nginx on
 # another replica (nginx bounds its own retries to 10 s).
 TIMEOUT = (3.05, 15.0)
-MAX_LINE_QTY = 99  # the shop's per-line limit (shop.cart.MAX_QTY)
 
 
 PENDING_RETRIES = 40  # at most this many retries of unsettled adds when verifying
@@ -53,7 +55,7 @@ class FailureRecord:
 
 
 @dataclass
-class Shopper:
+class SimulatedShopper:
     """One simulated user. `request` records every outcome; it never raises on HTTP errors."""
 
     base_url: str
@@ -190,7 +192,7 @@ class Shopper:
         roll = self.rng.random()
         if roll < 0.35:
             qty = self.rng.randint(1, 3)
-            room = [p for p in product_ids if self._committed(p) + qty <= MAX_LINE_QTY]
+            room = [p for p in product_ids if self._committed(p) + qty <= MAX_QTY]
             if room:
                 self.add(self.rng.choice(room), qty)
                 return
@@ -237,9 +239,9 @@ class LoadReport:
         return not self.failures and self.carts_match
 
 
-class Load:
+class LoadGenerator:
     """`shoppers` threads shopping until stopped, `duration` passes or each made
-    `max_requests`: `with Load(url, 8) as load: ...; report = load.report()`."""
+    `max_requests`: `with LoadGenerator(url, 8) as load: ...; report = load.report()`."""
 
     def __init__(
         self,
@@ -250,7 +252,7 @@ class Load:
         max_requests: int = 400,
         think: float = 0.02,
     ) -> None:
-        self.shoppers = [Shopper(base_url) for _ in range(shoppers)]
+        self.shoppers = [SimulatedShopper(base_url) for _ in range(shoppers)]
         self.duration = duration
         self.max_requests = max_requests
         self.think = think
@@ -260,7 +262,7 @@ class Load:
         self.started = 0.0
         self.stopped = 0.0
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> LoadGenerator:
         self.start()
         return self
 
@@ -278,11 +280,11 @@ class Load:
 
     def _all_signed_up(self) -> None:
         """Meet at the barrier: the load starts for real only once all are logged in
-        (sign-up hashes passwords, slow by design), so `with Load(...)` returns then."""
+        (sign-up hashes passwords, slow by design), so `with LoadGenerator(...)` returns then."""
         with contextlib.suppress(threading.BrokenBarrierError):
             self.ready.wait(timeout=60)
 
-    def _shop(self, shopper: Shopper) -> None:
+    def _shop(self, shopper: SimulatedShopper) -> None:
         product_ids: list[str] = []
         try:
             shopper.sign_up()
