@@ -65,6 +65,9 @@ case "$cmd" in
     shift
     ensure_packages redis-server:redis-server nginx:nginx chromium:chromium \
       docker-compose:docker-compose wrk:wrk
+    # Renders deploy/k8s (kubectl kustomize). It comes with these machines;
+    # Debian's own kubernetes-client (1.20) is too old, so it is not installed here.
+    have kubectl || say "kubectl not found: the Kubernetes manifest tests (tests/test_k8s.py) will be skipped; install kubectl 1.27+ to run them"
     ensure_venv "$EXTRAS"
     say "ruff check"
     "$VENV/bin/ruff" check .

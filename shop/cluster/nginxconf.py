@@ -2,10 +2,12 @@
 line, and (for the launcher) start and reload.
 
 The template (`nginx.conf.j2`, beside this module so an installed launcher finds
-it) is rendered twice: for the local launcher, with explicit loopback ports and
-every file inside the workdir, and for Docker Compose, where the scaled `shop`
-service is found through Docker's DNS. The Docker rendering is committed as
-`nginx/docker.conf`; re-render it with `python -m shop.cluster.nginxconf docker`.
+it) is rendered three times: for the local launcher, with explicit loopback ports
+and every file inside the workdir; for Docker Compose, where the scaled `shop`
+service is found through Docker's DNS; and for Kubernetes, where nginx proxies to
+the shop's ClusterIP Service. The Docker and Kubernetes renderings are committed
+(`nginx/docker.conf`, `deploy/k8s/base/nginx.conf`); re-render them with
+`python -m shop.cluster.nginxconf docker|kubernetes`.
 `argv` is the one nginx command line of the project (launcher, tests, benchmark).
 """
 
@@ -44,6 +46,16 @@ DOCKER_RESOLVER = "127.0.0.11"
 # the shop answers in milliseconds, so this only bounds a stuck client.
 DRAIN_TIMEOUT = 15.0
 
+# Kubernetes (deploy/k8s/base): the shop's ClusterIP Service, a fixed address
+# that kube-proxy spreads over the ready pods (so nginx resolves it once, at
+# start, and still follows scaling), and the folders the nginx pod mounts:
+# emptyDirs for the pid file and temp files (read-only root filesystem), the
+# static files copied from the shop image by an init container.
+K8S_SHOP_SERVICE = "shop:8000"
+K8S_STATIC_ROOT = "/srv/shop/static"
+K8S_LISTEN = "8080"
+K8S_PREFIX = "/run/nginx"
+
 
 @dataclass(frozen=True)
 class NginxSettings:
@@ -57,6 +69,8 @@ class NginxSettings:
     access_log: str | None  # None: no access log
     resolve: bool = False
     resolver: str | None = None
+    # The one server is a Kubernetes Service (many pods behind one address).
+    upstream_is_service: bool = False
     health_path: str = HEALTH_PATH
     status_path: str = STATUS_PATH
     prefix: str = ""
@@ -117,6 +131,21 @@ def docker_settings() -> NginxSettings:
     )
 
 
+def kubernetes_settings() -> NginxSettings:
+    """Settings for the nginx pods of deploy/k8s: a whole nginx.conf, non-root, logs to stdio."""
+    return NginxSettings(
+        target="kubernetes",
+        standalone=True,
+        listen=K8S_LISTEN,
+        servers=[K8S_SHOP_SERVICE],
+        static_root=K8S_STATIC_ROOT,
+        access_log="/dev/stdout",
+        prefix=K8S_PREFIX,
+        error_log="stderr",
+        upstream_is_service=True,
+    )
+
+
 def render_local(*, prefix: Path, port: int, replica_ports: Sequence[int], log_dir: Path) -> str:
     """The launcher's nginx.conf."""
     return render(
@@ -127,6 +156,18 @@ def render_local(*, prefix: Path, port: int, replica_ports: Sequence[int], log_d
 def render_docker() -> str:
     """The text committed as nginx/docker.conf."""
     return render(docker_settings())
+
+
+def render_kubernetes() -> str:
+    """The text committed as deploy/k8s/base/nginx.conf."""
+    return render(kubernetes_settings())
+
+
+# The committed renderings, by the name `python -m shop.cluster.nginxconf` takes.
+COMMITTED = {
+    "docker": (render_docker, "nginx/docker.conf"),
+    "kubernetes": (render_kubernetes, "deploy/k8s/base/nginx.conf"),
+}
 
 
 def argv(*, prefix: Path, conf: Path, error_log: Path) -> list[str]:
@@ -209,12 +250,13 @@ def reload(workdir: Workdir, state: State) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m shop.cluster.nginxconf docker` prints the Docker rendering."""
+    """`python -m shop.cluster.nginxconf docker|kubernetes` prints that rendering."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args != ["docker"]:
-        print("usage: python -m shop.cluster.nginxconf docker > nginx/docker.conf", file=sys.stderr)
+    if len(args) != 1 or args[0] not in COMMITTED:
+        for name, (_, path) in COMMITTED.items():
+            print(f"usage: python -m shop.cluster.nginxconf {name} > {path}", file=sys.stderr)
         return 2
-    sys.stdout.write(render_docker())
+    sys.stdout.write(COMMITTED[args[0]][0]())
     return 0
 
 
