@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import cart, idempotency
+from .accounts import PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -31,7 +34,7 @@ IDEMPOTENCY_KEY = {
     "required": False,
     "description": "A repeat with the same key returns the first result and changes nothing; "
     "the same key with a different body is a 422. Kept 24 hours.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
 }
 PRODUCT_ID = {"name": "product_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -102,14 +105,14 @@ def _object(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]
 
 STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
-QTY = {"type": "integer", "minimum": 1, "maximum": 99}
+QTY = {"type": "integer", "minimum": 1, "maximum": cart.MAX_QTY}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object(["error", "message"], error=STRING, message=STRING),
     "Credentials": _object(
         ["username", "password"],
-        username={"type": "string", "minLength": 3, "maxLength": 32},
-        password={"type": "string", "minLength": 8, "maxLength": 128},
+        username={"type": "string", "minLength": USERNAME_MIN, "maxLength": USERNAME_MAX},
+        password={"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
     ),
     "User": _object(["username"], username=STRING),
     "Product": _object(
@@ -209,7 +212,7 @@ def document() -> dict[str, Any]:
                         "200": _json(_ref("LineChange"), "The line's new qty"),
                         "404": _error("Unknown product"),
                     },
-                    body=_object(["qty"], qty={"type": "integer", "minimum": 0, "maximum": 99}),
+                    body=_object(["qty"], qty={**QTY, "minimum": 0}),
                     idempotent=True,
                     params=[PRODUCT_ID],
                 ),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
+from flask.testing import FlaskClient
 from shop_support import PASSWORD, login, register
 
 from shop import keys
@@ -62,6 +63,15 @@ def test_alternate_replicas_serve_one_users_flow_consistently(shop_replicas, red
     assert redis_client.hget(keys.stock(), "scale") == str(12 - 4)
 
 
+def logged_in_on_both(apps: tuple[Flask, Flask], username: str) -> tuple[FlaskClient, ...]:
+    """A client of each replica, both carrying one session of `username` (registered now)."""
+    client_a, client_b = (app.test_client() for app in apps)
+    register(client_a, username)
+    login(client_a, username)
+    client_b.set_cookie("session", client_a.get_cookie("session").value)
+    return client_a, client_b
+
+
 def _at_once(count: int, action: Callable[[int], object]) -> list:
     """Run `action(i)` for i in range(count) on threads released together by a barrier."""
     barrier = threading.Barrier(count)
@@ -110,10 +120,7 @@ def test_same_add_to_cart_sent_twice_with_one_key_adds_once(api, redis_client):
 
 
 def test_same_key_sent_concurrently_to_two_replicas_adds_once(shop_replicas, redis_client):
-    client_a, client_b = (app.test_client() for app in shop_replicas)
-    register(client_a, "xena")
-    login(client_a, "xena")
-    client_b.set_cookie("session", client_a.get_cookie("session").value)
+    client_a, client_b = logged_in_on_both(shop_replicas, "xena")
     clients = [client_a, client_b] * 4
     headers = {"Idempotency-Key": "9b7c1d1e-2f0a-4c55-8a52-3a1f0b7e6d10"}
 
@@ -191,10 +198,7 @@ def test_concurrent_registrations_of_one_name_make_one_user(shop_replicas, redis
 
 
 def test_concurrent_adds_on_two_replicas_to_one_cart_are_all_counted(shop_replicas):
-    client_a, client_b = (app.test_client() for app in shop_replicas)
-    register(client_a, "quentin")
-    login(client_a, "quentin")
-    client_b.set_cookie("session", client_a.get_cookie("session").value)
+    client_a, client_b = logged_in_on_both(shop_replicas, "quentin")
     clients = [client_a, client_b] * 5
     _at_once(
         10, lambda i: clients[i].post("/api/cart/items", json={"product_id": "scale", "qty": 1})

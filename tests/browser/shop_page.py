@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from .screenshots import Shots
 
+REPLICA_STATE = "#cluster-rows tr[data-name='{name}'] td.state"  # on /cluster
+
 
 @dataclass
 class ShopPage:
@@ -45,6 +47,18 @@ class ShopPage:
 
     def flashes(self) -> list[str]:
         return [text.strip() for text in self.page.locator(".flash").all_inner_texts()]
+
+    def replica_state(self, name: str) -> str:
+        """On the cluster page: 'alive' or 'gone' for replica `name`."""
+        return self.page.locator(REPLICA_STATE.format(name=name)).inner_text()
+
+    def wait_for_replica_state(self, name: str, state: str) -> None:
+        """Until the cluster page, redrawing itself, shows replica `name` as `state`
+        (within the action deadline: the page redraws every 2 s)."""
+        self.page.wait_for_function(
+            "([selector, state]) => document.querySelector(selector)?.textContent === state",
+            arg=[REPLICA_STATE.format(name=name), state],
+        )
 
     def cart(self) -> dict[str, int]:
         """Opens the cart page and reads it: {product_id: qty}."""

@@ -237,28 +237,19 @@ def test_the_cluster_page_shows_a_killed_replica_go_and_come_back_without_a_relo
     while the page is open turns "gone", and "alive" again after `start`."""
     page = shop_page.page
     shop_page.open("/cluster")
-    state = "#cluster-rows tr[data-name='{name}'] td.state"
     for name in ("shop-1", "shop-2", "shop-3"):
-        assert page.locator(state.format(name=name)).inner_text() == "alive"
+        assert shop_page.replica_state(name) == "alive"
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     shop_page.shot("cluster-all-alive")
 
     cluster.run("kill", "shop-3")
     try:
-        page.wait_for_function(
-            "sel => document.querySelector(sel)?.textContent === 'gone'",
-            arg=state.format(name="shop-3"),
-            timeout=15_000,
-        )
+        shop_page.wait_for_replica_state("shop-3", "gone")
         shop_page.shot("cluster-shop-3-gone")
         keep_for_readme(shop_page.shots.saved[-1], "screenshot-cluster-page.png")
     finally:
         cluster.run("start", "shop-3", check=False)
-    page.wait_for_function(
-        "sel => document.querySelector(sel)?.textContent === 'alive'",
-        arg=state.format(name="shop-3"),
-        timeout=15_000,
-    )
+    shop_page.wait_for_replica_state("shop-3", "alive")
     shop_page.shot("cluster-shop-3-back")
     assert navigations == [], "the page reloaded instead of redrawing itself"
