@@ -59,6 +59,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         durability=sessionstore.Durability(
             settings["SHOP_REPLICA_ACKS"], timedelta(seconds=settings["SHOP_REPLICA_ACK_TIMEOUT"])
         ),
+        observer=metrics.ScriptMetrics(),
     )
 
     csrf = CSRFProtect(app)

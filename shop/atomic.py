@@ -25,7 +25,7 @@ from typing import Any
 
 from sessionstore import LuaScript, NotReplicated, run_script
 
-from . import keys, metrics
+from . import keys
 from .errors import ShopError
 from .idempotency import RECORD_TTL_SECONDS, IdempotencyClaim
 from .shopstore import ShopStore
@@ -76,7 +76,7 @@ def run(
     try:
         kind, record = run_script(store.client, script, all_keys, argv, durability=store.durability)
     except NotReplicated:
-        metrics.record_not_replicated()
+        store.observer.not_replicated(name)
         raise
     data = json.loads(record)
     if claim and kind == "replay" and data.get("fp") != claim.fingerprint:
@@ -92,5 +92,5 @@ def run(
         replayed=kind == "replay",
         fingerprint=data.get("fp", ""),
     )
-    metrics.record_script(name, outcome.result, outcome.replayed)
+    store.observer.script_ran(name, outcome.result, outcome.replayed)
     return outcome

@@ -20,11 +20,12 @@ an extra Redis round trip:
   of that client (single command or pipeline) and its errors;
 - :class:`SessionMetrics` (a ``sessionstore.SessionObserver``, given to the
   session interface): sessions created and destroyed;
-- :func:`record_script`: cart operations, checkouts and idempotent replays, from
-  the outcome of every Lua script (shop/atomic.py calls it);
-- :func:`record_store_unavailable`: 503s because Redis is unreachable;
-- :func:`record_not_replicated`: writes too few replicas confirmed in time
-  (shop/atomic.py, with ``SHOP_REPLICA_ACKS`` > 0).
+- :class:`ScriptMetrics` (a ``shop.shopstore.ScriptObserver``, given to the
+  ShopStore): cart operations, checkouts and idempotent replays, from the
+  outcome of every Lua script, and writes too few replicas confirmed in time
+  (with ``SHOP_REPLICA_ACKS`` > 0);
+- :func:`record_store_unavailable`: 503s because Redis is unreachable
+  (shop/handlers.py).
 
 Metric names (all prefixed ``shop_``):
 
@@ -70,6 +71,7 @@ from prometheus_client import multiprocess as _multiprocess
 from sessionstore import SessionObserver
 
 from . import logs
+from .shopstore import ScriptObserver
 
 ENDPOINT_KEY = "shop.endpoint"  # set in the WSGI environ by handlers._begin_request
 UNMATCHED = "unmatched"  # requests no route matched (404s, scanners): one label value
@@ -209,26 +211,28 @@ class SessionMetrics(SessionObserver):
         SESSIONS_DESTROYED.inc(count)
 
 
-def record_script(name: str, result: dict[str, Any], replayed: bool) -> None:
-    """Count what one Lua script did; a replay changed nothing, so it counts only as one."""
-    if replayed:
-        IDEMPOTENT_REPLAYS.labels(name).inc()
-        return
-    outcome = str(result.get("error") or "ok")
-    if name in CART_SCRIPTS:
-        CART_OPERATIONS.labels(CART_SCRIPTS[name], outcome).inc()
-    elif name == "checkout":
-        CHECKOUTS.labels(outcome).inc()
+class ScriptMetrics(ScriptObserver):
+    """Counts what the shop's Lua scripts did, as shop.atomic.run reports it."""
+
+    def script_ran(self, name: str, result: dict[str, Any], replayed: bool) -> None:
+        """A replay changed nothing, so it counts only as a replay."""
+        if replayed:
+            IDEMPOTENT_REPLAYS.labels(name).inc()
+            return
+        outcome = str(result.get("error") or "ok")
+        if name in CART_SCRIPTS:
+            CART_OPERATIONS.labels(CART_SCRIPTS[name], outcome).inc()
+        elif name == "checkout":
+            CHECKOUTS.labels(outcome).inc()
+
+    def not_replicated(self, name: str) -> None:
+        """One more write that WAIT found short of replicas (it is then answered 503)."""
+        NOT_REPLICATED.inc()
 
 
 def record_store_unavailable() -> None:
     """One more 503 because Redis could not be reached."""
     STORE_UNAVAILABLE.inc()
-
-
-def record_not_replicated() -> None:
-    """One more write that WAIT found short of replicas (it is then answered 503)."""
-    NOT_REPLICATED.inc()
 
 
 # -- requests --------------------------------------------------------------------
