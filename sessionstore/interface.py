@@ -11,7 +11,7 @@ from flask.sessions import SessionInterface
 
 from .connection import redis_from_url
 from .scripts import NO_WAIT, Durability
-from .session import RedisSession, is_well_formed_sid, new_sid
+from .session import RedisNullSession, RedisSession, is_well_formed_sid, new_sid
 from .store import SessionObserver, SessionStore
 
 
@@ -47,23 +47,22 @@ class RedisSessionInterface(SessionInterface):
         self.user_key = user_key
         self.cookie_name = cookie_name
 
+    null_session_class = RedisNullSession
+
     def get_cookie_name(self, app: Flask) -> str:
         return self.cookie_name or app.config["SESSION_COOKIE_NAME"]
 
-    def get_cookie_samesite(self, app: Flask) -> str | None:
-        # Lax unless the app chose otherwise: cookies then ride on top-level
-        # navigations but not on cross-site POSTs.
-        return app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
-
-    def open_session(self, app: Flask, request: Request) -> RedisSession:
-        self.store.bind_secret(app.secret_key)
+    def open_session(self, app: Flask, request: Request) -> RedisSession | None:
+        if not self.store.bind_secret(app.secret_key, app.config.get("SECRET_KEY_FALLBACKS")):
+            return None  # no SECRET_KEY: Flask then gives a null session, as with its own
         cookie = request.cookies.get(self.get_cookie_name(app))
-        session = RedisSession(
-            self.store, cookie if is_well_formed_sid(cookie) else None, user_key=self.user_key
+        return RedisSession(
+            self.store,
+            cookie if is_well_formed_sid(cookie) else None,
+            user_key=self.user_key,
+            permanent_ms=int(app.permanent_session_lifetime.total_seconds() * 1000),
+            refresh_permanent=app.config["SESSION_REFRESH_EACH_REQUEST"],
         )
-        # A malformed cookie is not ours: clear it if the session stays empty.
-        session.had_cookie = cookie is not None
-        return session
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         if not isinstance(session, RedisSession):
@@ -75,43 +74,45 @@ class RedisSessionInterface(SessionInterface):
 
         sets, deletes = session.changes()
         if session.new and not session.data:
-            if session.had_cookie:
+            # Nothing stored, nothing to store. Emptied by this request (a
+            # destroy(), say): the cookie goes, as Flask drops an emptied session's.
+            if session.modified:
                 self._clear_cookie(app, response)
             return
-        if not (sets or deletes or session.rotating):
-            return  # read-only request: no write at all
-
-        sid = session.sid or new_sid()
-        was_new, was_rotated = session.new, session.rotating
-        ttl_ms = self.store.save(
-            sid=sid,
-            loaded_sid=session._loaded_sid,
-            is_new=session.new,
-            sets=sets,
-            deletes=deletes,
-            user=session.user_change(),
-        )
-        if not ttl_ms:
-            # Destroyed, rotated or expired by another request meanwhile: stay gone.
-            if session.had_cookie:
-                self._clear_cookie(app, response)
-            return
-        session.mark_saved(sid, sets, deletes)
-        if was_new:
-            session.created_at = datetime.now(UTC)
-        if was_new or was_rotated:
+        if sets or deletes or session.rotating:
+            sid = session.sid or new_sid()
+            was_new, was_rotated = session.new, session.rotating
+            ttl_ms = self.store.save(
+                sid=sid,
+                loaded_sid=session._loaded_sid,
+                is_new=was_new,
+                sets=sets,
+                deletes=deletes,
+                user=session.user_change(),
+                permanent_ms=session.permanent_ms,
+            )
+            if not ttl_ms:
+                # Destroyed, rotated or expired by another request meanwhile, or
+                # emptied by this one: stay gone.
+                if session.had_cookie or session.modified:
+                    self._clear_cookie(app, response)
+                return
+            session.mark_saved(sid, sets, deletes)
+            if was_new:
+                session.created_at = datetime.now(UTC)
+            if was_new or was_rotated:
+                self._set_cookie(app, session, response)
+                return
+        if self.should_set_cookie(app, session):
+            # Flask's rule: a changed session, or a permanent one whose expiry
+            # slides (SESSION_REFRESH_EACH_REQUEST), gets its cookie again.
             self._set_cookie(app, session, response)
 
     def _set_cookie(self, app: Flask, session: RedisSession, response: Response) -> None:
-        expires = None
-        if session.permanent and session.created_at is not None:
-            # The cookie is only a handle: let it live to the absolute limit and
-            # leave the idle limit to the Redis TTL.
-            expires = session.created_at + self.store.absolute_timeout
         response.set_cookie(
             self.get_cookie_name(app),
             session.sid,
-            expires=expires,
+            expires=self.get_expiration_time(app, session),
             httponly=self.get_cookie_httponly(app),
             domain=self.get_cookie_domain(app),
             path=self.get_cookie_path(app),
@@ -119,6 +120,7 @@ class RedisSessionInterface(SessionInterface):
             samesite=self.get_cookie_samesite(app),
             partitioned=self.get_cookie_partitioned(app),
         )
+        response.vary.add("Cookie")
 
     def _clear_cookie(self, app: Flask, response: Response) -> None:
         response.delete_cookie(
@@ -130,6 +132,7 @@ class RedisSessionInterface(SessionInterface):
             samesite=self.get_cookie_samesite(app),
             partitioned=self.get_cookie_partitioned(app),
         )
+        response.vary.add("Cookie")
 
 
 def _as_timedelta(value: Any, default: timedelta) -> timedelta:

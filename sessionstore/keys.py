@@ -10,7 +10,9 @@ Data model (all keys share the interface's `key_prefix`, default ``sess:``):
 ``{hmac}`` is the HMAC-SHA256 of the cookie's session id (base64url, 43 chars), keyed by a key
 derived from the app's SECRET_KEY: a dump or a replica of Redis contains no
 usable cookie, and a lookup compares nothing secret in Python (Redis finds
-the key by hash), so it leaks no timing about valid ids.
+the key by hash), so it leaks no timing about valid ids. During a key
+rotation (Flask's ``SECRET_KEY_FALLBACKS``) a session may still sit under the
+key an old secret derives; the load script moves it to the current one.
 
 Fields of a session hash: one per top-level session key, holding tagged JSON
 (a key starting with ``!`` is stored as ``!!key`` so it cannot clash), plus
@@ -27,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 META_CREATED = "!c"
 META_ACTIVE = "!a"
@@ -34,20 +37,41 @@ META_USER = "!u"
 META_PREFIX = "!"
 
 
-class KeySpace:
-    """Builds the keys of one session store."""
+def _derive(secret: str | bytes) -> bytes:
+    if isinstance(secret, str):
+        secret = secret.encode()
+    # A key of its own, so the raw SECRET_KEY is never used for two purposes.
+    return hmac.new(secret, b"sessionstore/session-key/v1", hashlib.sha256).digest()
 
-    def __init__(self, prefix: str, secret: str | bytes) -> None:
+
+class KeySpace:
+    """Builds the keys of one session store, under one secret (and its fallbacks)."""
+
+    def __init__(
+        self, prefix: str, secret: str | bytes, fallbacks: Sequence[str | bytes] | None = None
+    ) -> None:
         if not secret:
             raise ValueError("sessionstore needs the app's SECRET_KEY to derive session keys")
-        if isinstance(secret, str):
-            secret = secret.encode()
         self.prefix = prefix
-        # A key of its own, so the raw SECRET_KEY is never used for two purposes.
-        self._hmac_key = hmac.new(secret, b"sessionstore/session-key/v1", hashlib.sha256).digest()
+        self.secret = secret
+        self.fallbacks = fallbacks  # as given, so `matches` can compare cheaply
+        self._hmac_key = _derive(secret)
+        # Flask tries the last fallback first ("order oldest to newest"); so do we.
+        self._fallback_keys = [_derive(old) for old in reversed(fallbacks or ()) if old]
+
+    def matches(self, secret: str | bytes, fallbacks: Sequence[str | bytes] | None) -> bool:
+        """Whether this key space was built for `secret` and `fallbacks` (a per-request check)."""
+        return secret == self.secret and fallbacks == self.fallbacks
 
     def session(self, sid: str) -> str:
-        digest = hmac.new(self._hmac_key, sid.encode(), hashlib.sha256).digest()
+        return self._session_key(self._hmac_key, sid)
+
+    def fallback_sessions(self, sid: str) -> list[str]:
+        """Where the session of `sid` would be under each fallback secret, newest first."""
+        return [self._session_key(key, sid) for key in self._fallback_keys]
+
+    def _session_key(self, hmac_key: bytes, sid: str) -> str:
+        digest = hmac.new(hmac_key, sid.encode(), hashlib.sha256).digest()
         # base64url, not hex: 43 characters keep the key (as a member of the
         # user index) under Redis's 64-byte listpack limit, so a small index
         # stays in Redis's compact encoding (a third of the memory).

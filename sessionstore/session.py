@@ -6,6 +6,12 @@ the load is raised inside the view, where the app's error handlers see it.
 Changes are found by comparing each value's serialized form against what was
 loaded, so nested edits (``session["cart"]["a"] += 1``) are saved without
 anyone setting ``session.modified``.
+
+The attributes Flask's ``SessionMixin`` defines mean what they mean for
+Flask's own cookie session: ``modified`` turns True when the mapping is
+changed (set, delete, clear, pop...), ``accessed`` when the session is used at
+all, ``permanent`` is the ``_permanent`` key, and ``new`` is True for a
+session that is not in Redis (yet).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from datetime import date, datetime, time
 from typing import Any
 from uuid import UUID
 
-from flask.sessions import SessionMixin
+from flask.sessions import NullSession, SessionMixin
 
 from . import serializer
 from .keys import field_name
@@ -43,9 +49,22 @@ def is_well_formed_sid(value: str | None) -> bool:
 class RedisSession(SessionMixin):
     """A server-side session. Behaves as a dict; adds `regenerate()` and `destroy()`."""
 
-    def __init__(self, store: SessionStore, sid: str | None, *, user_key: str) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        sid: str | None,
+        *,
+        user_key: str,
+        permanent_ms: int = 0,
+        refresh_permanent: bool = True,
+    ) -> None:
         self._store = store
         self._user_key = user_key
+        # How long a permanent session lives without a request (Flask's
+        # PERMANENT_SESSION_LIFETIME), and whether a read pushes that back
+        # (SESSION_REFRESH_EACH_REQUEST).
+        self.permanent_ms = permanent_ms
+        self._refresh_permanent = refresh_permanent
         self.sid = sid  # the id in the request's cookie, if well formed
         self.had_cookie = sid is not None
         self._data: dict[str, Any] | None = None
@@ -55,9 +74,10 @@ class RedisSession(SessionMixin):
         self._touched: set[str] = set()
         self._loaded_user: str | None = None
         self._loaded_sid: str | None = None  # set by regenerate(): the id to rotate away from
-        self.new = True
+        self._new = True
         self.created_at: datetime | None = None
         self.accessed = False
+        self.modified = False
 
     # -- the dict -----------------------------------------------------------
 
@@ -65,7 +85,10 @@ class RedisSession(SessionMixin):
     def data(self) -> dict[str, Any]:
         if self._data is None:
             self.accessed = True
-            loaded = self._store.load(self.sid) if self.sid else None
+            loaded = None
+            if self.sid:
+                permanent_ms = self.permanent_ms if self._refresh_permanent else 0
+                loaded = self._store.load(self.sid, permanent_ms=permanent_ms)
             if loaded is None:
                 # Unknown, expired or forged id: never adopt it (session fixation);
                 # a fresh id is drawn if this session is ever written.
@@ -76,8 +99,14 @@ class RedisSession(SessionMixin):
                 self._raw = loaded.raw
                 self._loaded_user = loaded.user_id
                 self.created_at = loaded.created_at
-                self.new = False
+                self._new = False
         return self._data
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]  # SessionMixin has a plain attribute
+        """True while the session is not stored in Redis (loads it to find out)."""
+        _ = self.data
+        return self._new
 
     def __getitem__(self, key: str) -> Any:
         value = self.data[key]
@@ -88,9 +117,14 @@ class RedisSession(SessionMixin):
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
         self._touched.add(key)
+        self.modified = True
 
     def __delitem__(self, key: str) -> None:
         del self.data[key]
+        self.modified = True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
@@ -113,7 +147,7 @@ class RedisSession(SessionMixin):
         privilege change). The old id stops working when this request's session
         is saved, in the same atomic write."""
         _ = self.data  # rotation needs to know whether a stored session exists
-        if self.new:
+        if self._new:
             return  # not stored yet: it gets a fresh id when first saved anyway
         if self._loaded_sid is None:
             self._loaded_sid = self.sid
@@ -130,9 +164,10 @@ class RedisSession(SessionMixin):
         self._loaded_user = None
         self._loaded_sid = None
         self.sid = None
-        self.new = True
+        self._new = True
         self.created_at = None
         self.accessed = True
+        self.modified = True  # emptied: like Flask, the cookie goes unless something is written
 
     # -- what a save needs --------------------------------------------------
 
@@ -153,7 +188,7 @@ class RedisSession(SessionMixin):
         """The user id to record if it changed, else KEEP_USER."""
         value = self.data.get(self._user_key)
         user = None if value is None else str(value)
-        if not self.new and user == self._loaded_user:
+        if not self._new and user == self._loaded_user:
             return KEEP_USER
         return user
 
@@ -168,4 +203,16 @@ class RedisSession(SessionMixin):
         for field in deletes:
             self._raw.pop(field, None)
         self._loaded_sid = None
-        self.new = False
+        self._new = False
+
+
+class RedisNullSession(NullSession):
+    """`flask.session` in an app without a SECRET_KEY, as in Flask: an empty
+    session that can be read, and raises Flask's "no secret key" error when
+    written, regenerated or destroyed."""
+
+    def regenerate(self) -> None:
+        self.clear()  # NullSession's writers raise Flask's own message
+
+    def destroy(self) -> None:
+        self.clear()

@@ -9,6 +9,7 @@ different replicas cannot interleave inside one save.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,6 +95,7 @@ class SessionStore:
         self.absolute_timeout = absolute_timeout
         self._idle_ms = int(idle_timeout.total_seconds() * 1000)
         self._absolute_ms = int(absolute_timeout.total_seconds() * 1000)
+        self._secret_key = secret_key
         self._keys = KeySpace(key_prefix, secret_key) if secret_key else None
         # With replicas (Sentinel), a write is acknowledged only once enough
         # replicas have it, so a failover cannot lose a login the user saw.
@@ -112,13 +114,26 @@ class SessionStore:
         if self._keys is None:
             from flask import current_app
 
-            self.bind_secret(current_app.secret_key)
-        assert self._keys is not None
+            self.bind_secret(current_app.secret_key, current_app.config.get("SECRET_KEY_FALLBACKS"))
+        if self._keys is None:
+            raise RuntimeError("sessionstore needs the app's SECRET_KEY to derive session keys")
         return self._keys
 
-    def bind_secret(self, secret_key: str | bytes | None) -> None:
-        if self._keys is None:
-            self._keys = KeySpace(self.key_prefix, secret_key or "")
+    def bind_secret(
+        self, secret_key: str | bytes | None, fallbacks: Sequence[str | bytes] | None = None
+    ) -> bool:
+        """Derive keys from the app's secret (unless the store was given its own) and the
+        old secrets still accepted during a rotation; False when there is no secret at all.
+
+        Called on every request: the keys are derived again only when the secrets change.
+        """
+        secret = self._secret_key or secret_key
+        if not secret:
+            return False
+        keys = self._keys
+        if keys is None or not keys.matches(secret, fallbacks):
+            self._keys = KeySpace(self.key_prefix, secret, fallbacks)
+        return True
 
     def _run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
         """One script, one round trip; `durable` writes wait for the replicas."""
@@ -135,14 +150,27 @@ class SessionStore:
 
     # -- one session --------------------------------------------------------
 
-    def load(self, sid: str) -> LoadedSession | None:
-        """The session for cookie id `sid`, or None if there is none (or it is unreadable)."""
-        key = self.keys.session(sid)
-        flat = self._run(
-            "load", [key], [self._idle_ms, self._absolute_ms, self.keys.user_index_prefix]
-        )
+    def load(self, sid: str, *, permanent_ms: int = 0) -> LoadedSession | None:
+        """The session for cookie id `sid`, or None if there is none (or it is unreadable).
+
+        `permanent_ms` is how long a permanent session lives without a request
+        (Flask's PERMANENT_SESSION_LIFETIME); 0 when reading it must not push
+        its expiry back (SESSION_REFRESH_EACH_REQUEST off).
+        """
+        keys = self.keys
+        key = keys.session(sid)
+        args = [self._idle_ms, self._absolute_ms, keys.user_index_prefix, permanent_ms]
+        flat = self._run("load", [key], args)
         if flat is None:
-            return None
+            old_keys = keys.fallback_sessions(sid)
+            if not old_keys:
+                return None
+            # Not under the current secret: maybe under an old one (a key
+            # rotation). A second round trip, paid only by cookies the current
+            # secret does not know; the script moves the session to `key`.
+            flat = self._run("load", [key, *old_keys], args)
+            if flat is None:
+                return None
         data: dict[str, Any] = {}
         raw: dict[str, str] = {}
         meta: dict[str, str] = {}
@@ -171,9 +199,13 @@ class SessionStore:
         sets: dict[str, str],
         deletes: list[str],
         user: Any = KEEP_USER,
+        permanent_ms: int = 0,
     ) -> int:
-        """Write a request's changes; returns the session's TTL in ms, or 0 if nothing
-        was written because the session was destroyed, rotated or expired meanwhile."""
+        """Write a request's changes; returns the session's TTL in ms, or 0 if the
+        session is gone: destroyed, rotated or expired meanwhile (nothing was
+        written), or left with no values by these changes (it was deleted).
+
+        `permanent_ms` is how long a permanent session lives without a request."""
         key = self.keys.session(sid)
         old = self.keys.session(loaded_sid) if loaded_sid else key
         pairs = [part for item in sets.items() for part in item]
@@ -184,6 +216,7 @@ class SessionStore:
             self._absolute_ms,
             self.keys.user_index_prefix,
             *user_args,
+            permanent_ms,
             len(sets),
             *pairs,
             *deletes,
@@ -194,9 +227,11 @@ class SessionStore:
         return ttl_ms
 
     def destroy(self, sid: str) -> bool:
-        """Delete the session now (and its entry in its user's index)."""
-        key = self.keys.session(sid)
-        existed = bool(self._run("destroy", [key], [self.keys.user_index_prefix], durable=True))
+        """Delete the session now (and its entry in its user's index), under the
+        current secret's key and under every fallback's, so a session a key
+        rotation has not moved yet cannot come back."""
+        keys = [self.keys.session(sid), *self.keys.fallback_sessions(sid)]
+        existed = bool(self._run("destroy", keys, [self.keys.user_index_prefix], durable=True))
         if existed:
             self.observer.sessions_ended(1)
         return existed

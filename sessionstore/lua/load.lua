@@ -1,29 +1,55 @@
 -- Load a session in one round trip. The idle TTL is pushed back only when
 -- less than half of it remains, so most reads write nothing at all.
 --
--- KEYS[1]  session key
+-- KEYS[1]  session key (under the current secret)
+-- KEYS[2..] where the session would be under old secrets (a key rotation):
+--          only passed once KEYS[1] was found empty. A session found there
+--          is moved to KEYS[1], so the next request finds it at once.
 -- ARGV[1]  idle timeout (ms)
 -- ARGV[2]  absolute timeout (ms)
 -- ARGV[3]  user index key prefix (the user id is appended)
+-- ARGV[4]  idle timeout of a permanent session (ms); 0: reads never push it back
 -- Returns nil when there is no such session, else its flat field/value list.
 local key = KEYS[1]
+local index_prefix = ARGV[3]
 local fields = redis.call('HGETALL', key)
-if #fields == 0 then return false end
+if #fields == 0 then
+  for i = 2, #KEYS do
+    fields = redis.call('HGETALL', KEYS[i])
+    if #fields > 0 then
+      redis.call('RENAME', KEYS[i], key)  -- keeps its TTL
+      local user = redis.call('HGET', key, '!u')
+      if user then
+        local index = index_prefix .. user
+        local expires = redis.call('ZSCORE', index, KEYS[i])
+        redis.call('ZREM', index, KEYS[i])
+        if expires then redis.call('ZADD', index, expires, key) end
+      end
+      break
+    end
+  end
+  if #fields == 0 then return false end
+end
 
+-- One pass over what HGETALL returned (no extra command on the read path).
+-- Flask's session.permanent is the '_permanent' key: its JSON is 'true'.
+local created, user, permanent
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if field == '!c' then created = tonumber(fields[i + 1])
+  elseif field == '!u' then user = fields[i + 1]
+  elseif field == '_permanent' then permanent = fields[i + 1] == 'true' end
+end
 local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
+if permanent then idle = tonumber(ARGV[4]) end
 local ttl = redis.call('PTTL', key)
 if ttl >= 0 and ttl < idle / 2 then
-  local created, user
-  for i = 1, #fields, 2 do
-    if fields[i] == '!c' then created = tonumber(fields[i + 1])
-    elseif fields[i] == '!u' then user = fields[i + 1] end
-  end
   local now = now_ms()
   local new_ttl = session_ttl(created or now, idle, absolute, now)
   if new_ttl > ttl then
     redis.call('PEXPIRE', key, new_ttl)
     redis.call('HSET', key, '!a', now)
-    if user then index_add(ARGV[3] .. user, key, now + new_ttl, now) end
+    if user then index_add(index_prefix .. user, key, now + new_ttl, now) end
   end
 end
 return fields

@@ -9,10 +9,13 @@
 -- ARGV[4]  user index key prefix
 -- ARGV[5]  'keep' (user unchanged) or 'set' (user becomes ARGV[6]; '' = none)
 -- ARGV[6]  user id
--- ARGV[7]  n, the number of fields to set; ARGV[8 .. 7+2n] field/value pairs;
+-- ARGV[7]  idle timeout of a permanent session (ms): Flask's PERMANENT_SESSION_LIFETIME
+-- ARGV[8]  n, the number of fields to set; ARGV[9 .. 8+2n] field/value pairs;
 --          the remaining arguments are fields to delete.
--- Returns the new TTL in ms, or 0 when nothing was written because the
--- session was destroyed, rotated or expired meanwhile (no resurrection).
+-- Returns the new TTL in ms, or 0 when the session is gone: destroyed, rotated
+-- or expired meanwhile (nothing written: no resurrection), or left without a
+-- single value by this request's deletions (deleted: an empty session is no
+-- session, as Flask drops the cookie of one).
 local key, old = KEYS[1], KEYS[2]
 local mode = ARGV[1]
 local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -30,11 +33,11 @@ local now = now_ms()
 local prev_user = redis.call('HGET', key, '!u')
 if mode == 'new' then redis.call('HSET', key, '!c', now) end
 
-local n = tonumber(ARGV[7])
-local first_del = 8 + 2 * n
+local n = tonumber(ARGV[8])
+local first_del = 9 + 2 * n
 -- unpack() is bounded by Lua's stack: apply large change sets in chunks.
 local chunk = 200
-for i = 8, first_del - 1, 2 * chunk do
+for i = 9, first_del - 1, 2 * chunk do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * chunk - 1, first_del - 1)))
 end
 for i = first_del, #ARGV, chunk do
@@ -43,7 +46,21 @@ end
 redis.call('HSET', key, '!a', now)
 
 local created = tonumber(redis.call('HGET', key, '!c')) or now
+-- Flask's session.permanent is the '_permanent' key: its JSON is 'true'.
+if redis.call('HGET', key, '_permanent') == 'true' then idle = tonumber(ARGV[7]) end
 local ttl = session_ttl(created, idle, absolute, now)
+
+if first_del <= #ARGV then
+  -- Values were deleted: is any left? (Fields starting with one '!' are metadata.)
+  local empty = true
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, 1) ~= '!' or string.sub(field, 2, 2) == '!' then
+      empty = false
+      break
+    end
+  end
+  if empty then ttl = 0 end
+end
 
 local user = prev_user
 if ARGV[5] == 'set' then
@@ -56,6 +73,7 @@ end
 
 if ttl <= 0 then
   redis.call('DEL', key)
+  if user then redis.call('ZREM', index_prefix .. user, key) end
   return 0
 end
 redis.call('PEXPIRE', key, ttl)
