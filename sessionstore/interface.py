@@ -79,13 +79,14 @@ class RedisSessionInterface(SessionInterface):
             if session.modified:
                 self._clear_cookie(app, response)
             return
+        id_changed = False
         if sets or deletes or session.rotating:
             sid = session.sid or new_sid()
-            was_new, was_rotated = session.new, session.rotating
+            id_changed = session.new or session.rotating
             ttl_ms = self.store.save(
                 sid=sid,
                 loaded_sid=session._loaded_sid,
-                is_new=was_new,
+                is_new=session.new,
                 sets=sets,
                 deletes=deletes,
                 user=session.user_change(),
@@ -97,15 +98,13 @@ class RedisSessionInterface(SessionInterface):
                 if session.had_cookie or session.modified:
                     self._clear_cookie(app, response)
                 return
-            session.mark_saved(sid, sets, deletes)
-            if was_new:
+            if session.new:
                 session.created_at = datetime.now(UTC)
-            if was_new or was_rotated:
-                self._set_cookie(app, session, response)
-                return
-        if self.should_set_cookie(app, session):
-            # Flask's rule: a changed session, or a permanent one whose expiry
-            # slides (SESSION_REFRESH_EACH_REQUEST), gets its cookie again.
+            session.mark_saved(sid, sets, deletes)
+        # A new id must reach the browser. Otherwise Flask's rule: a changed
+        # session, or a permanent one whose expiry slides
+        # (SESSION_REFRESH_EACH_REQUEST), gets its cookie again.
+        if id_changed or self.should_set_cookie(app, session):
             self._set_cookie(app, session, response)
 
     def _set_cookie(self, app: Flask, session: RedisSession, response: Response) -> None:
@@ -162,9 +161,7 @@ def init_app(app: Flask, redis_client: redis.Redis | None = None) -> RedisSessio
         redis_client,
         key_prefix=config.get("SESSION_KEY_PREFIX", "sess:"),
         idle_timeout=_as_timedelta(config.get("SESSION_IDLE_TIMEOUT"), timedelta(minutes=30)),
-        absolute_timeout=_as_timedelta(
-            config.get("SESSION_ABSOLUTE_TIMEOUT"), timedelta(hours=12)
-        ),
+        absolute_timeout=_as_timedelta(config.get("SESSION_ABSOLUTE_TIMEOUT"), timedelta(hours=12)),
         user_key=config.get("SESSION_USER_KEY", "user_id"),
         durability=Durability(
             replica_acks=int(config.get("SESSION_REPLICA_ACKS") or 0),

@@ -425,9 +425,7 @@ def test_a_permanent_session_lives_for_permanent_session_lifetime_in_redis(
 
 def test_the_absolute_timeout_still_caps_a_permanent_session(store_client, redis_client):
     app = make_app(store_client, PERMANENT_SESSION_LIFETIME=timedelta(days=31))
-    app.session_interface = RedisSessionInterface(
-        store_client, absolute_timeout=timedelta(hours=1)
-    )
+    app.session_interface = RedisSessionInterface(store_client, absolute_timeout=timedelta(hours=1))
     app.test_client().post("/permanent/1")
     assert redis_client.pttl(the_session_key(redis_client)) <= 3600_000
 
@@ -570,3 +568,14 @@ def test_a_permanent_sessions_refreshed_cookie_expiry_moves_forward(store_client
         what="the next second",
     )
     assert expires_of(client.get("/read")) > first
+
+
+def test_a_new_session_id_reaches_the_browser_even_when_nothing_else_changed(store_client):
+    client = make_app(store_client).test_client()
+    client.post("/set/a/1")
+    before = cookie_of(client)
+    with client:
+        client.post("/regenerate")
+        assert not last_session(client).modified
+    assert cookie_of(client) not in (None, before)
+    assert client.get("/read").json == {"a": "1"}
