@@ -17,23 +17,13 @@ import pytest
 import redis
 from flask import Flask, abort, jsonify, session
 from markupsafe import Markup
+from sessionstore_support import COOKIE, CountingConnection, cookie_of, session_keys
 
 import sessionstore
 from sessionstore import Durability, RedisSessionInterface, StoreUnavailable, redis_from_url
 from shop.cluster import procs
 
 SECRET = "test-secret-key"
-COOKIE = "session"
-
-
-class CountingConnection(redis.Connection):
-    """Counts what the client sends: one send is one round trip."""
-
-    sends = 0
-
-    def send_packed_command(self, command, check_health=True):
-        type(self).sends += 1
-        return super().send_packed_command(command, check_health)
 
 
 def make_app(client: redis.Redis, name: str = "replica", *, peer: bool = False, **options) -> Flask:
@@ -160,15 +150,6 @@ def client_factory(redis_server):
 @pytest.fixture
 def app(redis_client, client_factory) -> Flask:
     return make_app(client_factory())
-
-
-def cookie_of(client) -> str | None:
-    cookie = client.get_cookie(COOKIE)
-    return cookie.value if cookie else None
-
-
-def session_keys(r: redis.Redis) -> list[str]:
-    return [k for k in r.scan_iter("sess:*") if not k.startswith("sess:user:")]
 
 
 def with_cookie(app: Flask, sid: str):

@@ -22,6 +22,7 @@ from flask_login import (
     logout_user,
 )
 from flask_wtf.csrf import CSRFProtect, generate_csrf
+from sessionstore_support import session_keys
 
 from sessionstore import RedisSessionInterface
 
@@ -135,10 +136,6 @@ def same_browser_on(app: Flask, client):
     for cookie in client._cookies.values():
         other.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
     return other
-
-
-def session_keys(r: redis.Redis) -> list[str]:
-    return [k for k in r.scan_iter("sess:*") if not k.startswith("sess:user:")]
 
 
 # -- login and logout -----------------------------------------------------------

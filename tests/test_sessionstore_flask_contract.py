@@ -14,23 +14,13 @@ import pytest
 import redis
 from flask import Flask, Response, flash, get_flashed_messages, jsonify, request, session
 from flask.globals import request_ctx
+from sessionstore_support import COOKIE, CountingConnection, cookie_of, session_keys
 from werkzeug.http import parse_date
 
 from sessionstore import RedisSessionInterface
 from shop.cluster import procs
 
 SECRET = "contract-secret"
-COOKIE = "session"
-
-
-class CountingConnection(redis.Connection):
-    """Counts what the client sends: one send is one round trip."""
-
-    sends = 0
-
-    def send_packed_command(self, command, check_health=True):
-        type(self).sends += 1
-        return super().send_packed_command(command, check_health)
 
 
 @pytest.fixture
@@ -96,10 +86,6 @@ def make_app(store_client: redis.Redis, *, secret: str | None = SECRET, **config
     return app
 
 
-def session_keys(r: redis.Redis) -> list[str]:
-    return [k for k in r.scan_iter("sess:*") if not k.startswith("sess:user:")]
-
-
 def the_session_key(r: redis.Redis) -> str:
     (key,) = session_keys(r)
     return key
@@ -109,11 +95,6 @@ def last_session(client):
     """The session object of the request `client` just made (inside ``with client:``),
     read without going through the `flask.session` proxy, which would mark it accessed."""
     return request_ctx._session
-
-
-def cookie_of(client) -> str | None:
-    cookie = client.get_cookie(COOKIE)
-    return cookie.value if cookie else None
 
 
 # -- no SECRET_KEY: a null session, as in Flask ----------------------------------
