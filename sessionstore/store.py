@@ -60,7 +60,7 @@ class SessionObserver:
         """A new session was first stored."""
 
     def sessions_ended(self, count: int) -> None:
-        """`count` sessions were deleted on purpose (destroy, revoke_user)."""
+        """`count` sessions were deleted on purpose (destroy, revoke_user, emptied)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,9 @@ class SessionStore:
             *deletes,
         ]
         ttl_ms = int(self._run("save", [key, old], args, durable=True))
+        if ttl_ms < 0:  # emptied, so deleted: ended on purpose, as by destroy()
+            self.observer.sessions_ended(1)
+            return 0
         if is_new and ttl_ms:
             self.observer.session_created()
         return ttl_ms

@@ -17,7 +17,7 @@ from flask.globals import request_ctx
 from sessionstore_support import COOKIE, CountingConnection, cookie_of, session_keys
 from werkzeug.http import parse_date
 
-from sessionstore import RedisSessionInterface
+from sessionstore import RedisSessionInterface, SessionObserver
 from shop.cluster import procs
 
 SECRET = "contract-secret"
@@ -226,6 +226,23 @@ def test_an_emptied_session_leaves_redis_and_loses_its_cookie(store_client, redi
     assert f"{COOKIE}=;" in response.headers["Set-Cookie"]
     assert cookie_of(client) is None
     assert redis_client.dbsize() == 0  # the index of no user, and no empty hash
+
+
+def test_an_emptied_session_is_reported_as_ended_like_a_destroyed_one(store_client):
+    class Ends(SessionObserver):
+        ended = 0
+
+        def sessions_ended(self, count: int) -> None:
+            type(self).ended += count
+
+    app = make_app(store_client)
+    app.session_interface = RedisSessionInterface(store_client, observer=Ends())
+    client = app.test_client()
+    client.post("/set/a/1")
+    client.post("/clear")
+    client.post("/set/a/1")
+    client.post("/destroy")
+    assert Ends.ended == 2
 
 
 # -- Vary: Cookie --------------------------------------------------------------

@@ -12,10 +12,10 @@
 -- ARGV[7]  idle timeout of a permanent session (ms): Flask's PERMANENT_SESSION_LIFETIME
 -- ARGV[8]  n, the number of fields to set; ARGV[9 .. 8+2n] field/value pairs;
 --          the remaining arguments are fields to delete.
--- Returns the new TTL in ms, or 0 when the session is gone: destroyed, rotated
--- or expired meanwhile (nothing written: no resurrection), or left without a
--- single value by this request's deletions (deleted: an empty session is no
--- session, as Flask drops the cookie of one).
+-- Returns the new TTL in ms; 0 when the session is gone: destroyed, rotated
+-- or expired meanwhile (nothing written: no resurrection); -1 when this
+-- request's deletions left it without a single value (it was deleted: an
+-- empty session is no session, as Flask drops the cookie of one).
 local key, old = KEYS[1], KEYS[2]
 local mode = ARGV[1]
 local idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -50,6 +50,15 @@ local created = tonumber(redis.call('HGET', key, '!c')) or now
 if redis.call('HGET', key, '_permanent') == 'true' then idle = tonumber(ARGV[7]) end
 local ttl = session_ttl(created, idle, absolute, now)
 
+local user = prev_user
+if ARGV[5] == 'set' then
+  user = ARGV[6] ~= '' and ARGV[6] or false
+  if user then redis.call('HSET', key, '!u', user) else redis.call('HDEL', key, '!u') end
+end
+if prev_user and (prev_user ~= user or old ~= key) then
+  redis.call('ZREM', index_prefix .. prev_user, old, key)
+end
+
 if first_del <= #ARGV then
   -- Values were deleted: is any left? (Fields starting with one '!' are metadata.)
   local empty = true
@@ -59,16 +68,11 @@ if first_del <= #ARGV then
       break
     end
   end
-  if empty then ttl = 0 end
-end
-
-local user = prev_user
-if ARGV[5] == 'set' then
-  user = ARGV[6] ~= '' and ARGV[6] or false
-  if user then redis.call('HSET', key, '!u', user) else redis.call('HDEL', key, '!u') end
-end
-if prev_user and (prev_user ~= user or old ~= key) then
-  redis.call('ZREM', index_prefix .. prev_user, old, key)
+  if empty then
+    redis.call('DEL', key)
+    if user then redis.call('ZREM', index_prefix .. user, key) end
+    return -1
+  end
 end
 
 if ttl <= 0 then
