@@ -1,6 +1,12 @@
 # The shop replica image: the same package the local launcher runs, installed
 # with pip, served by gunicorn with the shop's own config (gthread workers).
-FROM python:3.11-slim
+#
+# PYTHON_IMAGE: any image with Python 3.11+ and its venv module. The official
+# python:3.11-slim by default; the docker tests build one from Debian's packages
+# (no registry is reachable there) whose pip settings point at a local wheel
+# folder. Nothing below depends on which: only python3 on PATH is assumed.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -8,15 +14,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Build from a scratch folder and delete it: at run time the code comes from
-# site-packages only, exactly what `pip install .` put there.
+# the virtualenv only, exactly what `pip install .` put there.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sessionstore/ sessionstore/
 COPY shop/ shop/
-RUN pip install . \
+# A virtualenv, not the image's own site-packages: the same layout on every
+# base (a distribution's python3 refuses system-wide pip installs, PEP 668).
+RUN python3 -m venv /opt/shop \
+    && /opt/shop/bin/pip install . \
     && rm -rf /src \
     && groupadd --system --gid 10001 shop \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin shop
+ENV PATH=/opt/shop/bin:$PATH
 
 # Never run the web app as root (numeric, so the runtime needs no passwd lookup).
 USER 10001:10001

@@ -152,3 +152,24 @@ def gunicorn_replica(redis_server: RedisServer, redis_client: redis.Redis, tmp_p
     metrics = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     with gunicorn_replica("gunicorn-1", redis_server.url, tmp_path, env=metrics) as replica:
         yield replica.url, replica.log_path
+
+
+# -- Docker (tests/test_docker_*.py) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[object]:
+    """A private dockerd with the local images imported, for the whole session;
+    skipped, with the reason, where Docker cannot run (tests/docker_support.py)."""
+    from docker_support import DockerUnavailable, PrivateDocker
+
+    try:
+        engine = PrivateDocker.create()
+    except DockerUnavailable as exc:
+        pytest.skip(f"Docker cannot run here: {exc}")
+    try:
+        engine.start()
+        engine.local_images()
+        yield engine
+    finally:
+        engine.stop()

@@ -3,8 +3,11 @@ line, and (for the launcher) start and reload.
 
 The template (`nginx.conf.j2`, beside this module so an installed launcher finds
 it) is rendered three times: for the local launcher, with explicit loopback ports
-and every file inside the workdir; for Docker Compose, where the scaled `shop`
-service is found through Docker's DNS; and for Kubernetes, where nginx proxies to
+and every file inside the workdir; for Docker Compose, where one server line
+names the scaled `shop` service (nginx resolves it to every replica when it
+loads the file, and nginx/follow-replicas.sh reloads nginx when that set
+changes: no `resolve`, so Debian's nginx 1.22 runs it as the official image
+does); and for Kubernetes, where nginx proxies to
 the shop's ClusterIP Service. The Docker and Kubernetes renderings are committed
 (`nginx/docker.conf`, `deploy/k8s/base/nginx.conf`); re-render them with
 `python -m shop.cluster.nginxconf docker|kubernetes`.
@@ -41,7 +44,6 @@ STATUS_PATH = "/nginx-status"
 DOCKER_SHOP_SERVICE = "shop:8000"
 DOCKER_STATIC_ROOT = "/srv/shop/static"
 DOCKER_LISTEN = "8080"
-DOCKER_RESOLVER = "127.0.0.11"
 # How long old nginx workers may take to finish their requests after a reload;
 # the shop answers in milliseconds, so this only bounds a stuck client.
 DRAIN_TIMEOUT = 15.0
@@ -67,8 +69,6 @@ class NginxSettings:
     servers: Sequence[str]
     static_root: str
     access_log: str | None  # None: no access log
-    resolve: bool = False
-    resolver: str | None = None
     # The one server is a Kubernetes Service (many pods behind one address).
     upstream_is_service: bool = False
     health_path: str = HEALTH_PATH
@@ -126,8 +126,6 @@ def docker_settings() -> NginxSettings:
         servers=[DOCKER_SHOP_SERVICE],
         static_root=DOCKER_STATIC_ROOT,
         access_log="/dev/stdout",
-        resolve=True,
-        resolver=DOCKER_RESOLVER,
     )
 
 
