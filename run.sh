@@ -63,8 +63,10 @@ cmd=${1:-help}
 case "$cmd" in
   test)
     shift
+    # docker.io and debootstrap: the docker tests boot docker-compose.yml on a
+    # private dockerd with images made from Debian's packages.
     ensure_packages redis-server:redis-server nginx:nginx chromium:chromium \
-      docker-compose:docker-compose wrk:wrk
+      docker-compose:docker-compose wrk:wrk dockerd:docker.io debootstrap:debootstrap
     # Renders deploy/k8s (kubectl kustomize). It comes with these machines;
     # Debian's own kubernetes-client (1.20) is too old, so it is not installed here.
     have kubectl || say "kubectl not found: the Kubernetes manifest tests (tests/test_k8s.py) will be skipped; install kubectl 1.27+ to run them"

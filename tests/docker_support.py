@@ -69,6 +69,9 @@ DEBOOTSTRAP_TIMEOUT = 900  # about a minute here; a slow mirror gets much longer
 DAEMON_START_TIMEOUT = 60  # dockerd answers within seconds; containerd starts first
 DAEMON_STOP_TIMEOUT = 60  # dockerd stops running containers first (their grace periods)
 CLI_TIMEOUT = 300  # the slowest docker command here is an image build or import
+# The shop's healthcheck runs every 10 s after a 20 s start period (Dockerfile):
+# a new container is healthy after one or two intervals; slack for a busy machine.
+HEALTHY_TIMEOUT = 90
 
 
 class DockerUnavailable(RuntimeError):
@@ -270,7 +273,8 @@ def _host_pip_settings() -> list[str]:
         None,
     )
     if bundle:
-        options += ["--volume", f"{bundle}:/etc/host-ca.crt:ro", "--env", "PIP_CERT=/etc/host-ca.crt"]
+        options += ["--volume", f"{bundle}:/etc/host-ca.crt:ro"]
+        options += ["--env", "PIP_CERT=/etc/host-ca.crt"]
     index = os.environ.get("PIP_INDEX_URL", "")
     if index.startswith(("http://", "https://")):
         options += ["--env", f"PIP_INDEX_URL={index}"]
@@ -507,7 +511,7 @@ class Compose:
     def run(
         self, *args: str, timeout: float = CLI_TIMEOUT, check: bool = True
     ) -> subprocess.CompletedProcess:
-        argv = [_which("docker-compose") or "docker-compose", "--no-ansi", *args]
+        argv = [_which("docker-compose") or "docker-compose", "--ansi", "never", *args]
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=REPO
         )
@@ -545,6 +549,18 @@ class Compose:
             c["Config"]["Hostname"]: (c["State"].get("Health") or {}).get("Status", "none")
             for c in self.containers(service)
         }
+
+    def wait_healthy(self, expected: dict[str, int], timeout: float = HEALTHY_TIMEOUT) -> None:
+        """Until each service in `expected` runs exactly that many containers, all healthy."""
+
+        def healthy() -> bool:
+            for service, count in expected.items():
+                states = self.health(service)
+                if len(states) != count or set(states.values()) != {"healthy"}:
+                    return False
+            return True
+
+        procs.wait_until(healthy, timeout=timeout, interval=1, what=f"healthy: {expected}")
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, networks and volumes of this project that still exist."""

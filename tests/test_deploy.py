@@ -107,24 +107,67 @@ def test_graceful_stop_outlasts_gunicorn(compose: dict[str, Any]) -> None:
 
 def test_nginx_serves_the_committed_rendering(compose: dict[str, Any]) -> None:
     nginx = compose["services"]["nginx"]
-    assert any(str(p.get("published")) == "8080" for p in nginx["ports"])
+    # Published on the host's loopback unless SHOP_ADDRESS says otherwise.
+    assert nginx["ports"] == ["127.0.0.1:8080:8080/tcp"]
     volumes = nginx["volumes"]
     assert f"{REPO}/nginx/docker.conf:/etc/nginx/conf.d/default.conf:ro" in volumes
     assert f"{REPO}/shop/static:{nginxconf.DOCKER_STATIC_ROOT}:ro" in volumes
-    # `resolve` on an upstream server needs nginx 1.27.3 or newer.
-    version = re.search(r"nginx:(\d+)\.(\d+)", nginx["image"])
-    assert version and tuple(int(n) for n in version.groups()) >= (1, 27)
-    if version.groups() == ("1", "27"):
-        pytest.fail("pin nginx:1.27.3+ or 1.28+, not a 1.27 that may predate `resolve`")
+    # The follower (mounted, run by bash) is the entry point on any nginx image:
+    # it reloads nginx when --scale changes the replicas, so no `resolve` is needed.
+    follower = "/etc/nginx/shop/follow-replicas.sh"
+    assert f"{REPO}/nginx/follow-replicas.sh:{follower}:ro" in volumes
+    assert nginx["entrypoint"] == ["bash", follower]
+    assert nginx["healthcheck"]["test"] == ["CMD", "bash", follower, "--health"]
+    assert nginx["image"] == "nginx:1.28"  # Debian-based: bash and getent, as the follower needs
     # The shop believes X-Forwarded-For only from nginx's fixed address.
     address = nginx["networks"]["default"]["ipv4_address"]
     trusted = compose["services"]["shop"]["environment"]["SHOP_TRUSTED_PROXIES"]
     assert trusted.split(",") == [address]
 
 
+def test_every_address_is_outside_the_private_ranges(compose: dict[str, Any]) -> None:
+    """Docker runs here only on 198.18.0.0/15: a LAN's ranges are never used."""
+    import ipaddress
+
+    (pool,) = compose["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(pool["subnet"])
+    assert subnet.subnet_of(ipaddress.ip_network("198.18.0.0/15"))
+    nginx_address = compose["services"]["nginx"]["networks"]["default"]["ipv4_address"]
+    assert ipaddress.ip_address(nginx_address) in subnet
+
+
+def test_images_come_from_variables() -> None:
+    """Tests (and users without registry access) substitute their own images."""
+    env = {
+        **SECRETS,
+        "NGINX_IMAGE": "my/nginx:1",
+        "REDIS_IMAGE": "my/redis:1",
+        "PYTHON_IMAGE": "my/python:1",
+    }
+    result = docker_compose("--profile", "ha", "config", env=env)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["nginx"]["image"] == "my/nginx:1"
+    for name in ("redis", "redis-2", "redis-3", "sentinel-1"):
+        assert services[name]["image"] == "my/redis:1", name
+    assert services["shop"]["build"]["args"]["PYTHON_IMAGE"] == "my/python:1"
+
+
+def test_the_follower_script_parses() -> None:
+    result = subprocess.run(
+        ["bash", "-n", str(REPO / "nginx" / "follow-replicas.sh")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_dockerfile_installs_the_package_and_runs_gunicorn_unprivileged() -> None:
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    # The base comes from a build arg (tests substitute a local image), official by default.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.MULTILINE)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.MULTILINE)
     assert re.search(r"pip install \.", text)
     for part in ("pyproject.toml", "shop/", "sessionstore/"):
         assert re.search(rf"^COPY .*\b{re.escape(part)}", text, re.MULTILINE), part
@@ -156,7 +199,7 @@ def test_image_entry_points_exist() -> None:
     assert "SHOP_BIND" in conf
 
 
-# -- the ha profile (Redis primary + replica + 3 Sentinels) -----------------------
+# -- the ha profile (redis as the first primary + 2 replicas + 3 Sentinels) -------
 
 HA_ENV = {
     **SECRETS,
@@ -166,7 +209,7 @@ HA_ENV = {
     "SHOP_REPLICA_ACKS": "1",
     "SESSION_REPLICA_ACKS": "1",
 }
-HA_SERVICES = {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+HA_SERVICES = {"redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3"}
 
 
 @pytest.fixture(scope="module")
@@ -188,18 +231,25 @@ def test_ha_profile_is_optional(compose: dict[str, Any]) -> None:
 def test_ha_topology(compose_ha: dict[str, Any]) -> None:
     services = compose_ha["services"]
     assert set(services) >= HA_SERVICES
-    for name in HA_SERVICES:
+    nodes = ("redis", "redis-2", "redis-3")
+    for name in HA_SERVICES | set(nodes):
         assert "ports" not in services[name], f"{name} must not be published"
         assert services[name]["image"].startswith("redis:7")
         assert services[name]["healthcheck"]["test"]
-    replica = " ".join(services["redis-replica"]["command"])
-    assert "--replicaof redis-primary 6379" in replica
-    for name in ("redis-primary", "redis-replica"):
-        args = services[name]["environment"]["REDIS_NODE_ARGS"]
+    for name in nodes:
+        args = " ".join(services[name]["command"])
+        # redis-server first: the official image then drops to its redis user.
+        assert services[name]["command"][0] == "redis-server"
         assert "--appendonly yes" in args and "--masterauth" in args and "--requirepass" in args
+        assert f"--replica-announce-ip {name}" in args
+    # `redis` is the first primary (not a node left idle); two replicas of it,
+    # so losing any one node still leaves a replica to acknowledge writes.
+    assert "--replicaof" not in services["redis"]["command"]
+    for name in ("redis-2", "redis-3"):
+        assert "--replicaof redis 6379" in " ".join(services[name]["command"])
     for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
         script = services[name]["command"][-1]
-        assert "sentinel monitor shop redis-primary 6379 2" in script  # quorum 2 of 3
+        assert "sentinel monitor shop redis 6379 2" in script  # quorum 2 of 3
         assert "resolve-hostnames yes" in script and "--sentinel" in script
         # The password reaches the shell as a variable, never written into the file.
         assert SECRETS["REDIS_PASSWORD"] not in script

@@ -30,11 +30,6 @@ def nginx_binary() -> str:
         pytest.skip(str(exc))
 
 
-def nginx_version() -> tuple[int, ...]:
-    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True).stderr
-    return tuple(int(n) for n in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out).groups())
-
-
 def nginx_argv(prefix: Path, conf: Path) -> list[str]:
     nginx_binary()  # skips the test when nginx is missing
     return nginxconf.argv(prefix=prefix, conf=conf, error_log=prefix / "error.log")
@@ -74,28 +69,22 @@ def test_committed_docker_config_is_a_fresh_render() -> None:
 
 
 def test_docker_rendering_passes_nginx_t(tmp_path: Path) -> None:
-    """The committed file is an http-context include of the official image's
+    """The committed file is an http-context include of the nginx image's
     nginx.conf, so it is wrapped here in a minimal main context with every
     writable path in tmp_path, as the image's own nginx.conf would wrap it.
 
-    `resolve` on an upstream server needs nginx 1.27.3+ (the image has it).
-    With it, nginx resolves `shop` at run time through Docker's DNS, so no
-    mapping is needed. An older local nginx (Debian's 1.22) gets the one thing
-    it lacks taken out: the `resolve` flag, and with it the service name is
-    resolved at start-up, so `shop` is mapped to 127.0.0.1 (what
-    /etc/hosts would do; we may not edit it). Nothing else is changed.
+    nginx resolves the `shop` service name when it loads the file (in Docker,
+    through Docker's DNS, to every replica). Here no such name exists, so it is
+    mapped to 127.0.0.1, as /etc/hosts would do (we may not edit it). Nothing
+    else is changed: the file needs nothing newer than Debian's nginx 1.22.
     """
     text = DOCKER_CONF.read_text()
-    if nginx_version() < (1, 27, 3):
-        service_host = nginxconf.DOCKER_SHOP_SERVICE.split(":")[0]
-        mapped = re.sub(
-            rf"^(\s*server\s+){service_host}(:\d+)\s+resolve\b",
-            r"\g<1>127.0.0.1\g<2>",
-            text,
-            flags=re.MULTILINE,
-        )
-        assert mapped != text, "the upstream server line was not found"
-        text = mapped
+    service_host = nginxconf.DOCKER_SHOP_SERVICE.split(":")[0]
+    mapped = re.sub(
+        rf"^(\s*server\s+){service_host}(:\d+\s)", r"\g<1>127.0.0.1\g<2>", text, flags=re.MULTILINE
+    )
+    assert mapped != text, "the upstream server line was not found"
+    text = mapped
     include = tmp_path / "default.conf"
     include.write_text(text)
     wrapper = tmp_path / "nginx.conf"
@@ -141,11 +130,13 @@ def test_renderings_keep_the_directives_the_failure_semantics_rest_on(target: st
     missing = [pattern for pattern in required if not re.search(pattern, text)]
     assert not missing
     if target == "docker":
-        assert re.search(r"server shop:8000 resolve", text)
-        assert re.search(r"resolver 127\.0\.0\.11", text)
+        # One server line for the whole service: nginx makes a peer of each replica.
+        assert re.search(r"server shop:8000 max_fails=", text)
     else:
         assert "listen 127.0.0.1:8080;" in text
-        assert not re.search(r"server \S+ resolve", text)  # Debian's 1.22 would refuse it
+    # Neither needs nginx 1.27.3+: Debian's 1.22 runs both.
+    assert not re.search(r"server \S+ resolve", text)
+    assert "resolver " not in text
 
 
 # ----------------------------------------------------- a real nginx, real retries
