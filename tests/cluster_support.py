@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shop.cluster import procs
+from shop.cluster.loadgen import LoadReport
 
 SCRIPT = Path(sys.executable).parent / "shop-cluster"
 
@@ -106,3 +107,16 @@ def running_cluster(
         launcher.run("down", check=False)
         for pid in leftovers(seen):  # only if `down` failed: never leave processes behind
             procs.stop_process(pid, timeout=5)
+
+
+def assert_clean(report: LoadReport, at_least: int) -> None:
+    """No request failed, every cart is exact, and the load was real (`at_least` requests)."""
+    print(  # shown with -s: the numbers behind "zero failures"
+        f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s "
+        f"({report.resent} resent after a connection reset), "
+        f"{len(report.failures)} failed, carts match: {report.carts_match}, "
+        f"served by: {dict(sorted(report.served_by.items()))}"
+    )
+    assert report.failures == [], f"{len(report.failures)} failed: {report.failures[:5]}"
+    assert report.carts_match, report.mismatches[:3]
+    assert report.requests >= at_least, report

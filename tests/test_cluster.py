@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from cluster_support import Launcher, leftovers, running_cluster
+from cluster_support import Launcher, assert_clean, leftovers, running_cluster
 
 from shop.cluster import procs
-from shop.cluster.loadgen import LoadGenerator, LoadReport, SimulatedShopper, plentiful
+from shop.cluster.loadgen import LoadGenerator, SimulatedShopper, plentiful
 
 pytestmark = pytest.mark.cluster
 
@@ -51,18 +51,6 @@ def served_by(url: str, count: int) -> list[str]:
 def wait_in_rotation(url: str, name: str, timeout: float = 20) -> None:
     """Until nginx sends requests to `name` again (after its fail_timeout)."""
     procs.wait_until(lambda: name in served_by(url, 4), timeout=timeout, what=f"{name} in rotation")
-
-
-def assert_clean(report: LoadReport, at_least: int) -> None:
-    print(  # shown with -s: the numbers behind "zero failures"
-        f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s "
-        f"({report.resent} resent after a connection reset), "
-        f"{len(report.failures)} failed, carts match: {report.carts_match}, "
-        f"served by: {dict(sorted(report.served_by.items()))}"
-    )
-    assert report.failures == [], f"{len(report.failures)} failed: {report.failures[:5]}"
-    assert report.carts_match, report.mismatches[:3]
-    assert report.requests >= at_least, report
 
 
 # ---------------------------------------------------------------------------

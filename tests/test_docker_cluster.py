@@ -17,10 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from cluster_support import assert_clean
 from docker_support import REPO, Compose, PrivateDocker, compose_project
 
 from shop.cluster import procs
-from shop.cluster.shoppers import Load, LoadReport, Shopper, plentiful
+from shop.cluster.loadgen import LoadGenerator, SimulatedShopper, plentiful
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -73,20 +74,8 @@ def ensure_three_replicas(compose: Compose) -> None:
     compose.wait_healthy({"shop": 3, "nginx": 1, "redis": 1})
 
 
-def load(url: str) -> Load:
-    return Load(url, LOAD_SHOPPERS, duration=LOAD_BOUND, max_requests=LOAD_MAX_REQUESTS)
-
-
-def assert_clean(report: LoadReport, at_least: int) -> None:
-    print(  # shown with -s: the numbers behind "zero failures"
-        f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s "
-        f"({report.resent} resent after a connection reset), "
-        f"{len(report.failures)} failed, carts match: {report.carts_match}, "
-        f"served by: {dict(sorted(report.served_by.items()))}"
-    )
-    assert report.failures == [], f"{len(report.failures)} failed: {report.failures[:5]}"
-    assert report.carts_match, report.mismatches[:3]
-    assert report.requests >= at_least, report
+def load(url: str) -> LoadGenerator:
+    return LoadGenerator(url, LOAD_SHOPPERS, duration=LOAD_BOUND, max_requests=LOAD_MAX_REQUESTS)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +121,7 @@ def test_killing_the_container_that_served_the_last_request_fails_nothing(
     stack: Compose, docker_engine: PrivateDocker
 ) -> None:
     ensure_three_replicas(stack)
-    watcher = Shopper(stack.url)
+    watcher = SimulatedShopper(stack.url)
     watcher.sign_up()
     with load(stack.url) as shoppers:
         time.sleep(2)
