@@ -1,7 +1,9 @@
 """Running the real `shop-cluster` launcher from tests, in a temp workdir.
 
 The launcher runs as a subprocess, exactly as a user runs it; `down` in a
-`finally` stops every process it started, even when a test fails.
+`finally` stops every process it started, even when a test fails. A module
+that shares one cluster between its tests puts it back as promised after each
+(`restore`), so no test depends on the ones before it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+import requests
+
 from shop.cluster import procs
-from shop.cluster.loadgen import LoadReport
+from shop.cluster.loadgen import LoadGenerator, LoadReport
 
 SCRIPT = Path(sys.executable).parent / "shop-cluster"
 
 # Every simulated shopper logs in from 127.0.0.1: lift the per-address login
 # throttle for the test cluster (the per-user one stays).
 CLUSTER_ENV = {"SHOP_LOGIN_MAX_PER_IP": "10000"}
+# nginx sets a failed replica aside for fail_timeout (5 s) before it tries it
+# again; four times that covers a loaded machine.
+ROTATION_TIMEOUT = 20.0
+# How long a load may take to make the requests a test waits for: about 200
+# requests/s here, a tenth of that on a machine shared with other suites.
+PROGRESS_TIMEOUT = 60.0
 
 
 @dataclass
@@ -120,3 +131,61 @@ def assert_clean(report: LoadReport, at_least: int) -> None:
     assert report.failures == [], f"{len(report.failures)} failed: {report.failures[:5]}"
     assert report.carts_match, report.mismatches[:3]
     assert report.requests >= at_least, report
+
+
+def served_by(url: str, count: int) -> list[str]:
+    """The replicas that answered `count` consecutive requests through nginx."""
+    with requests.Session() as http:
+        return [
+            http.get(f"{url}/api/products", timeout=10).headers["X-Served-By"] for _ in range(count)
+        ]
+
+
+def wait_in_rotation(url: str, name: str, timeout: float = ROTATION_TIMEOUT) -> None:
+    """Until nginx sends requests to `name` again (after its fail_timeout)."""
+    procs.wait_until(lambda: name in served_by(url, 4), timeout=timeout, what=f"{name} in rotation")
+
+
+def wait_serving(url: str, timeout: float = ROTATION_TIMEOUT, what: str = "the shop") -> None:
+    """Until the shop answers a page of products through nginx."""
+    procs.wait_until(
+        lambda: requests.get(f"{url}/api/products", timeout=5).status_code == 200,
+        timeout=timeout,
+        what=f"{what} to serve",
+    )
+
+
+def wait_for_requests(load: LoadGenerator, more: int, what: str = "") -> None:
+    """Until `load` has made `more` requests from now."""
+    target = load.requests_so_far() + more
+    procs.wait_until(
+        lambda: load.requests_so_far() >= target,
+        timeout=PROGRESS_TIMEOUT,
+        what=f"{more} more requests of the load {what}".strip(),
+    )
+
+
+def restore(launcher: Launcher, replicas: int) -> None:
+    """Put a shared cluster back as its fixture promised: shop-1..`replicas`, every
+    process running, every replica in nginx's rotation. Cheap when nothing changed."""
+    status = launcher.status()
+    wanted = [f"shop-{i}" for i in range(1, replicas + 1)]
+    if [r["name"] for r in status["replicas"]] != wanted:
+        launcher.run("scale", str(replicas))  # shrinks to, or regrows, shop-1..N
+        status = launcher.status()
+    redis = status["redis"]
+    stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
+    dead = [p["name"] for p in [*stores, status["nginx"], *status["replicas"]] if not p["alive"]]
+    for name in dead:
+        launcher.run("start", name)
+    wait_serving(launcher.url)
+    for name in wanted:
+        wait_in_rotation(launcher.url, name)
+
+
+def restoring(request: pytest.FixtureRequest, fixture: str, replicas: int) -> Iterator[None]:
+    """The body of an autouse fixture: after each test that used the shared
+    cluster `fixture`, `restore` it (`yield from restoring(request, ...)`)."""
+    yield
+    if fixture in request.fixturenames:
+        restore(request.getfixturevalue(fixture), replicas)

@@ -1,9 +1,11 @@
 """End to end: the real launcher starts redis-server, gunicorn replicas of the
 real shop and nginx; replicas are killed, restarted and scaled under load.
 
-One cluster serves the whole module (tests run in file order and leave it as
-they found it, except scale, which comes late). Load comes from the same
-simulated shoppers the demo uses (shop.cluster.loadgen).
+One cluster serves the whole module; after each test it is put back as the
+fixture promised (3 replicas, everything running and in nginx's rotation), so
+the tests pass in any order. Load comes from the same simulated shoppers the
+demo uses (shop.cluster.loadgen), and every wait is on what the load has done
+(requests served so far, a replica answering), not on the clock.
 """
 
 from __future__ import annotations
@@ -13,44 +15,55 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from cluster_support import Launcher, assert_clean, leftovers, running_cluster
+from cluster_support import (
+    PROGRESS_TIMEOUT,
+    Launcher,
+    assert_clean,
+    leftovers,
+    restoring,
+    running_cluster,
+    served_by,
+    wait_for_requests,
+    wait_in_rotation,
+    wait_serving,
+)
 
 from shop.cluster import procs
+from shop.cluster.launcher import Cluster
 from shop.cluster.loadgen import LoadGenerator, SimulatedShopper, plentiful
 
 pytestmark = pytest.mark.cluster
 
+REPLICAS = 3
 LOAD_SHOPPERS = 8
-LOAD_SECONDS = 15.0
-# Per shopper; high enough that time, not count, ends the load in these tests.
-LOAD_MAX_REQUESTS = 2000
+# Upper bounds only: a test stops its load when it has seen what it needs.
+LOAD_SECONDS = 120.0
+LOAD_MAX_REQUESTS = 2000  # per shopper
+# `kill` is SIGKILL of a process group and a wait until the group is gone: a
+# fraction of a second. A kill that reached only the gunicorn master would
+# wait for its workers to notice and drain (tens of seconds under load).
+KILL_RETURNS_WITHIN = 3.0
 
 
-def load(url: str, seconds: float = LOAD_SECONDS) -> LoadGenerator:
-    return LoadGenerator(url, LOAD_SHOPPERS, duration=seconds, max_requests=LOAD_MAX_REQUESTS)
+def load(url: str) -> LoadGenerator:
+    return LoadGenerator(url, LOAD_SHOPPERS, duration=LOAD_SECONDS, max_requests=LOAD_MAX_REQUESTS)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
-    with running_cluster(tmp_path_factory.mktemp("cluster"), replicas=3) as launcher:
+    with running_cluster(tmp_path_factory.mktemp("cluster"), replicas=REPLICAS) as launcher:
         yield launcher
 
 
-def served_by(url: str, count: int) -> list[str]:
-    with requests.Session() as http:
-        return [
-            http.get(f"{url}/api/products", timeout=10).headers["X-Served-By"] for _ in range(count)
-        ]
-
-
-def wait_in_rotation(url: str, name: str, timeout: float = 20) -> None:
-    """Until nginx sends requests to `name` again (after its fail_timeout)."""
-    procs.wait_until(lambda: name in served_by(url, 4), timeout=timeout, what=f"{name} in rotation")
+@pytest.fixture(autouse=True)
+def as_promised(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield from restoring(request, "cluster", REPLICAS)
 
 
 # ---------------------------------------------------------------------------
@@ -101,18 +114,40 @@ def test_a_killed_replica_loses_no_session_and_no_cart(cluster: Launcher) -> Non
 def test_no_request_fails_while_a_replica_is_killed_and_restarted_under_load(
     cluster: Launcher,
 ) -> None:
-    with load(cluster.url, LOAD_SECONDS + 10) as shoppers:
-        time.sleep(3)
-        cluster.run("kill", "shop-2")
-        time.sleep(5)
+    # One add acknowledged before the kill, resent with its key after it.
+    resender = SimulatedShopper(cluster.url)
+    resender.sign_up()
+    product = plentiful(resender.products(), 1)[0]["id"]
+    add = {"product_id": product, "qty": 2}
+    key = uuid.uuid4().hex
+    first = resender.must("POST", "/api/cart/items", json=add, expect=(201,), key=key).json()
+
+    with load(cluster.url) as shoppers:
+        wait_for_requests(shoppers, 300, "before the kill")
+        started = time.monotonic()
+        killed = Cluster(cluster.workdir).kill("shop-2")  # in-process: times kill alone
+        took = time.monotonic() - started
+        # From the moment kill returns, shop-2 serves nothing: not one process
+        # of its group is left, and its port refuses connections.
+        assert procs.group_pids(killed.pid) == set()
+        assert not procs.port_is_open(killed.port)
+        assert took < KILL_RETURNS_WITHIN, f"kill took {took:.1f}s"
+        # The same add, resent under load to whichever replicas nginx picks:
+        # answered with the first result, counted once.
+        for _ in range(REPLICAS):
+            again = resender.must("POST", "/api/cart/items", json=add, expect=(201,), key=key)
+            assert again.json() == first
+        assert resender.cart() == {product: 2}
+        wait_for_requests(shoppers, 300, "without shop-2")
+
         cluster.run("start", "shop-2")
         served_before_restart = shoppers.served_by()["shop-2"]
         procs.wait_until(  # nginx probes it again after fail_timeout (5 s)
             lambda: shoppers.served_by()["shop-2"] > served_before_restart,
-            timeout=10,
+            timeout=PROGRESS_TIMEOUT,
             what="shop-2 to serve the load again",
         )
-        time.sleep(2)
+        wait_for_requests(shoppers, 200, "with shop-2 back")
     report = shoppers.report()
     assert_clean(report, at_least=LOAD_SHOPPERS * 100)
 
@@ -131,8 +166,8 @@ def test_demo_on_a_running_cluster_tells_the_story_and_leaves_it_running(
 
 
 def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> None:
-    with load(cluster.url, LOAD_SECONDS + 10) as shoppers:
-        time.sleep(2)
+    with load(cluster.url) as shoppers:
+        wait_for_requests(shoppers, 200, "before scaling")
         cluster.run("scale", "5")
         names = [r["name"] for r in cluster.status()["replicas"]]
         assert names == [f"shop-{i}" for i in range(1, 6)]
@@ -142,9 +177,7 @@ def test_scale_3_to_5_to_2_under_load_fails_no_request(cluster: Launcher) -> Non
             wait_in_rotation(cluster.url, name)
         removed = [r["pid"] for r in cluster.status()["replicas"][2:]]
         cluster.run("scale", "2")
-        after_scale_down = shoppers.requests_so_far()
-        time.sleep(3)
-        assert shoppers.requests_so_far() > after_scale_down  # still under load
+        wait_for_requests(shoppers, 300, "after the scale-down")  # still under load
     report = shoppers.report()
     assert_clean(report, at_least=LOAD_SHOPPERS * 100)
     assert [r["name"] for r in cluster.status()["replicas"]] == ["shop-1", "shop-2"]
@@ -174,11 +207,7 @@ def test_redis_restart_keeps_sessions_and_carts_and_the_outage_is_a_quick_503(
     assert not any(r["ready"] for r in cluster.status()["replicas"])
 
     cluster.run("start", "redis")
-    procs.wait_until(
-        lambda: requests.get(f"{cluster.url}/api/products", timeout=5).status_code == 200,
-        timeout=20,
-        what="the shop to serve again",
-    )
+    wait_serving(cluster.url, what="the shop, Redis back,")
     assert shopper.must("GET", "/api/me").json()["username"] == shopper.name
     assert shopper.cart() == {product: 3}
 

@@ -6,6 +6,9 @@ With one replica and SHOP_REPLICA_ACKS=1, the promoted node has no replica
 until the old primary is back, so writes are refused (fast 503) until then:
 the window measured here runs from the kill to the rejoin. Reads are served
 again as soon as the failover completes.
+
+After each test the shared cluster is put back as promised, redis-1 primary
+again (a Sentinel-run failover back), so the tests pass in any order.
 """
 
 from __future__ import annotations
@@ -14,22 +17,55 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 import requests
-from cluster_support import Launcher, running_cluster
+from cluster_support import Launcher, restoring, running_cluster, wait_for_requests
 
-from shop.cluster import procs
+from shop.cluster import ha, procs
 from shop.cluster.loadgen import LoadGenerator, SimulatedShopper
 
 pytestmark = pytest.mark.cluster
 
 SHOPPERS = 6
+REPLICAS = 2
 FAST = 3.0  # no failed request may take longer than this (seconds)
+# A failover takes about 3 s here (down-after 1 s, an election, a promotion);
+# ten times that means it is not happening.
+FAILOVER_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
 def ha_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
-    with running_cluster(tmp_path_factory.mktemp("ha"), replicas=2, redis="ha") as launcher:
+    with running_cluster(tmp_path_factory.mktemp("ha"), replicas=REPLICAS, redis="ha") as launcher:
         yield launcher
+
+
+@pytest.fixture(autouse=True)
+def as_promised(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test on the shared cluster: every process back, redis-1 primary."""
+    yield from restoring(request, "ha_cluster", REPLICAS)
+    if "ha_cluster" in request.fixturenames:
+        fail_back(request.getfixturevalue("ha_cluster"), "redis-1")
+
+
+def fail_back(launcher: Launcher, node: str) -> None:
+    """Have the Sentinels make `node` primary again (SENTINEL FAILOVER promotes a
+    replica), then wait until every replica is in sync and the shop takes writes."""
+    if redis_view(launcher)["primary"] != node:
+        sentinel = redis_view(launcher)["sentinels"][0]["port"]
+        with redis.Redis(procs.LOOPBACK, sentinel, socket_timeout=5) as client:
+            client.sentinel_failover(ha.SERVICE)
+
+    def settled() -> bool:
+        view = redis_view(launcher)
+        replicas = [n for n in view["nodes"] if n["name"] != node]
+        return (
+            view["primary"] == node
+            and all(n["role"] == "replica" and n.get("link_up") for n in replicas)
+            and requests.get(f"{launcher.url}/readyz", timeout=5).status_code == 200
+        )
+
+    procs.wait_until(settled, timeout=FAILOVER_TIMEOUT, interval=0.2, what=f"{node} primary")
 
 
 def redis_view(launcher: Launcher) -> dict:
@@ -55,8 +91,12 @@ def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
     watcher.sign_up()
     assert watcher.add("espresso-cup", 2)
 
-    with LoadGenerator(url, SHOPPERS, duration=60, max_requests=5000, think=0.05) as load:
-        time.sleep(2)  # some acknowledged writes before the kill
+    with LoadGenerator(url, SHOPPERS, duration=120, max_requests=5000, think=0.05) as load:
+        procs.wait_until(  # some acknowledged writes before the kill
+            lambda: sum(sum(s.acknowledged.values()) for s in load.shoppers) >= 2 * SHOPPERS,
+            timeout=30,
+            what="acknowledged adds before the kill",
+        )
         old = redis_view(ha_cluster)["primary"]
         killed_at = time.monotonic()
         ha_cluster.run("kill", "redis-primary")
@@ -65,7 +105,7 @@ def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
             view = redis_view(ha_cluster)
             return view["primary"] not in (None, old)
 
-        procs.wait_until(promoted, timeout=30, interval=0.1, what="Sentinel to promote")
+        procs.wait_until(promoted, timeout=FAILOVER_TIMEOUT, interval=0.1, what="a promotion")
         failover = time.monotonic() - killed_at
         # Reads work again as soon as the failover is done, with no restart.
         procs.wait_until(
@@ -87,7 +127,7 @@ def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
             what=f"{old} to rejoin as a replica",
         )
         window_end = time.monotonic()
-        time.sleep(4)  # load after the window: must be clean
+        wait_for_requests(load, 150, "after the window")  # which must all succeed
         new_primary = redis_view(ha_cluster)["primary"]
     report = load.report()
 

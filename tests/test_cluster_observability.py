@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from cluster_support import Launcher, running_cluster
+from cluster_support import Launcher, restoring, running_cluster
 
 from shop.cluster import nginxconf, procs
 
@@ -30,6 +30,12 @@ REPLICAS = ["shop-1", "shop-2", "shop-3"]
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     with running_cluster(tmp_path_factory.mktemp("obs-cluster"), replicas=3) as launcher:
         yield launcher
+
+
+@pytest.fixture(autouse=True)
+def as_promised(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test finds the 3 replicas running and in rotation, whatever ran before."""
+    yield from restoring(request, "cluster", len(REPLICAS))
 
 
 def cluster_view(url: str) -> dict[str, Any]:
@@ -88,7 +94,7 @@ def test_status_json_adds_request_counts_and_nginx_counters(cluster: Launcher) -
     procs.wait_until(counted, timeout=10, what="request counts in the heartbeats")
     status = cluster.status()
     for replica in status["replicas"]:
-        assert {"name", "pid", "port", "alive", "ready"} <= set(replica)  # DESIGN.md's fields
+        assert {"name", "pid", "port", "alive", "ready"} <= set(replica)  # the documented fields
         assert replica["requests"] >= 1 and replica["ready"]
     assert status["nginx"]["requests"] >= 12 and status["nginx"]["active_connections"] >= 1
     table = cluster.run("status").stdout
