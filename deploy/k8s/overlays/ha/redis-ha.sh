@@ -8,7 +8,9 @@
 # script only picks the role a (re)starting node starts in, so that a node
 # coming back after a failover joins the new primary instead of competing
 # with it, and the primary a new Sentinel starts watching. In order:
-#   1. the primary a reachable Sentinel names;
+#   1. the primary a reachable Sentinel of another pod names (not this pod's
+#      own: restarting beside the node, it may still hold a view from before a
+#      failover it missed, and would name this very node);
 #   2. else the one this pod's Sentinel last wrote into its config on the
 #      volume (Sentinel rewrites it on every failover), so a restart of the
 #      whole StatefulSet keeps the last promoted node;
@@ -20,12 +22,14 @@ set -eu
 : "${POD_NAME:?}" "${REDIS_SERVICE:?}" "${REDIS_MASTER_NAME:?}" "${REDIS_NODES:?}"
 : "${REDIS_PASSWORD:?}"
 self="$POD_NAME.$REDIS_SERVICE"
-sentinel_dir=/data/sentinel
+# On the pod's volume (SENTINEL_DIR only moves it for tests/test_k8s_redis_ha.py).
+sentinel_dir=${SENTINEL_DIR:-/data/sentinel}
 sentinel_conf=$sentinel_dir/sentinel.conf
 
-# The primary a reachable Sentinel names, if any (3 s per Sentinel at most).
+# The primary another pod's Sentinel names, if any (3 s per Sentinel at most).
 primary_from_sentinels() {
     for node in $REDIS_NODES; do
+        [ "$node" = "$self" ] && continue
         # Sentinels have no password: keep redis-cli from sending REDISCLI_AUTH.
         answer=$(env -u REDISCLI_AUTH timeout 3 redis-cli -h "$node" -p 26379 --raw \
             SENTINEL get-master-addr-by-name "$REDIS_MASTER_NAME" 2>/dev/null | head -n 1) || true
