@@ -26,7 +26,8 @@ import sessionstore
 VARIANTS = ("bare", "cookie", "flask_session", "flask_session_norefresh", "sessionstore")
 """In display order. ``flask_session_norefresh`` is Flask-Session with
 SESSION_REFRESH_EACH_REQUEST=False: with its defaults Flask-Session writes the
-whole session back on every request, reads included (see DESIGN.md)."""
+whole session back on every request, reads included (README.md, "What a
+centralized session costs")."""
 
 REDIS_VARIANTS = ("flask_session", "flask_session_norefresh", "sessionstore")
 

@@ -1,10 +1,11 @@
 """Redis at scale: a million sessions in sessionstore's own format.
 
-Sessions are written with the library's own key builder (`sessionstore.keys`)
-and value serializer (`sessionstore.serializer`), as the hash + per-user index
-that a login leaves behind (see sessionstore/README.md, "Redis data model"),
-and a sample is read back through `SessionStore.load` to prove the format is
-the real one. Loading is pipelined. At each checkpoint the benchmark reports
+Sessions are written through the library's public API,
+`SessionStore.import_sessions` (the save script a login runs, pipelined), so
+they are the hash + per-user index a login leaves behind (see
+sessionstore/README.md, "Redis data model") and the benchmark cannot drift
+from the library; a sample is read back through `SessionStore.load`. At each
+checkpoint the benchmark reports
 memory per session (INFO used_memory delta / sessions) and the latency of
 `SessionStore.load` (client side, what a web worker waits for) and of the
 load script inside Redis (commandstats), to show a read does not slow down as
@@ -26,8 +27,7 @@ from typing import Any
 
 import redis
 
-from sessionstore import SessionStore, serializer
-from sessionstore.keys import META_ACTIVE, META_CREATED, META_USER, KeySpace, field_name
+from sessionstore import SessionStore
 from shop.cluster import procs
 
 from .apps import SECRET_KEY, session_content
@@ -51,24 +51,12 @@ def synthetic_sid(number: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()[:43]
 
 
-def write_sessions(client: redis.Redis, keys: KeySpace, start: int, stop: int) -> None:
-    """Write sessions [start, stop) as a login leaves them: hash + user index, with TTLs."""
-    now_ms = int(time.time() * 1000)
-    ttl_ms = int(IDLE.total_seconds() * 1000)
-    pipe = client.pipeline(transaction=False)
-    for number in range(start, stop):
-        content = session_content(number)
-        key = keys.session(synthetic_sid(number))
-        fields: dict[str, Any] = {field_name(k): serializer.dumps(v) for k, v in content.items()}
-        fields |= {META_CREATED: now_ms, META_ACTIVE: now_ms, META_USER: content["user_id"]}
-        index = keys.user_index(content["user_id"])
-        pipe.hset(key, mapping=fields)
-        pipe.pexpire(key, ttl_ms)
-        pipe.zadd(index, {key: now_ms + ttl_ms})
-        pipe.pexpireat(index, now_ms + ttl_ms)
-        if (number + 1 - start) % BATCH == 0:
-            pipe.execute()
-    pipe.execute()
+def write_sessions(store: SessionStore, start: int, stop: int) -> None:
+    """Store sessions [start, stop) as a login leaves them: hash + user index, with TTLs."""
+    store.import_sessions(
+        ((synthetic_sid(number), session_content(number)) for number in range(start, stop)),
+        batch=BATCH,
+    )
 
 
 def read_latency(store: SessionStore, admin: redis.Redis, count: int, samples: int) -> dict:
@@ -107,17 +95,16 @@ def run_scale(
             idle_timeout=IDLE,
             secret_key=SECRET_KEY,
         )
-        keys = store.keys
         base_memory = int(client.info("memory")["used_memory"])
         # Warm the client and the script cache before anything is timed.
-        write_sessions(client, keys, 0, 1)
+        write_sessions(store, 0, 1)
         store.load(synthetic_sid(0))
         checkpoints = []
         loaded = 1
         for count in sorted(config.counts):
             t0 = time.monotonic()
             for start in range(loaded, count, 100_000):
-                write_sessions(client, keys, start, min(start + 100_000, count))
+                write_sessions(store, start, min(start + 100_000, count))
                 progress(f"scale: {min(start + 100_000, count):,} / {count:,} sessions loaded")
             load_seconds = time.monotonic() - t0
             loaded = count
@@ -139,7 +126,7 @@ def run_scale(
         sample = store.load(synthetic_sid(7))
         if sample is None or sample.data != session_content(7):
             raise RuntimeError("a synthetic session did not read back as written")
-        anatomy = key_anatomy(client, keys, 7)
+        anatomy = key_anatomy(client, store, 7)
         redis_version = client.info("server")["redis_version"]
     finally:
         procs.stop_process(server.pid)
@@ -151,10 +138,11 @@ def run_scale(
     }
 
 
-def key_anatomy(client: redis.Redis, keys: KeySpace, number: int) -> dict[str, Any]:
+def key_anatomy(client: redis.Redis, store: SessionStore, number: int) -> dict[str, Any]:
     """MEMORY USAGE and encoding of one session's hash and of its user index:
     where the bytes per session go."""
     content = session_content(number)
+    keys = store.keys
     key = keys.session(synthetic_sid(number))
     out: dict[str, Any] = {}
     for role, name in (("hash", key), ("user_index", keys.user_index(content["user_id"]))):

@@ -9,7 +9,7 @@ different replicas cannot interleave inside one save.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +17,8 @@ from typing import Any
 import redis
 
 from . import serializer
-from .errors import TRANSIENT_REDIS_ERRORS, StoreUnavailable
-from .keys import META_CREATED, META_USER, KeySpace, session_key_of
+from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
+from .keys import META_CREATED, META_USER, KeySpace, field_name, session_key_of
 from .scripts import NO_WAIT, Durability, LuaScript, run_script
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,17 @@ class SessionStore:
         written), or left with no values by these changes (it was deleted).
 
         `permanent_ms` is how long a permanent session lives without a request."""
+        keys, args = self._save_call(sid, loaded_sid, is_new, sets, deletes, user, permanent_ms)
+        ttl_ms = int(self._run("save", keys, args, durable=True))
+        if ttl_ms < 0:  # emptied, so deleted: ended on purpose, as by destroy()
+            self.observer.sessions_ended(1)
+            return 0
+        if is_new and ttl_ms:
+            self.observer.session_created()
+        return ttl_ms
+
+    def _save_call(self, sid, loaded_sid, is_new, sets, deletes, user, permanent_ms) -> tuple:
+        """The KEYS and ARGV of save.lua for one save (the arguments of `save`)."""
         key = self.keys.session(sid)
         old = self.keys.session(loaded_sid) if loaded_sid else key
         pairs = [part for item in sets.items() for part in item]
@@ -221,13 +232,57 @@ class SessionStore:
             *pairs,
             *deletes,
         ]
-        ttl_ms = int(self._run("save", [key, old], args, durable=True))
-        if ttl_ms < 0:  # emptied, so deleted: ended on purpose, as by destroy()
-            self.observer.sessions_ended(1)
-            return 0
-        if is_new and ttl_ms:
+        return [key, old], args
+
+    def import_sessions(
+        self,
+        sessions: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        user_key: str = "user_id",
+        batch: int = 1000,
+    ) -> int:
+        """Store brand-new sessions in bulk: (cookie id, values) pairs, each written
+        exactly as its first save through the interface would write it (the same
+        script, so the same data model, TTLs and per-user index entry when the
+        values hold `user_key`). For migrations and fixtures, such as a
+        benchmark's million sessions; requests save through the interface.
+
+        `batch` saves share one round trip (a pipeline, not a transaction: each
+        save is still one atomic script); with `durability`, each batch ends with
+        one WAIT. Returns how many sessions were stored.
+        """
+        script = self._scripts["save"]
+        acks = self.durability.replica_acks
+        stored = 0
+
+        def flush(pipe: Any) -> None:
+            nonlocal stored
+            if acks:
+                pipe.wait(acks, self.durability.timeout_ms)
+            replies = pipe.execute()
+            if acks and replies[-1] < acks:
+                raise NotReplicated(f"a batch reached {replies[-1]} of {acks} replica(s)")
+            stored += sum(1 for ttl in replies[: len(replies) - bool(acks)] if int(ttl) > 0)
+
+        try:
+            self.client.script_load(script.text)
+            pipe = self.client.pipeline(transaction=False)
+            for sid, values in sessions:
+                sets = {field_name(k): serializer.dumps(v) for k, v in values.items()}
+                user = values.get(user_key)
+                keys, args = self._save_call(
+                    sid, None, True, sets, [], None if user is None else str(user), 0
+                )
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if len(pipe) >= batch:
+                    flush(pipe)
+            if len(pipe):
+                flush(pipe)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"session store unavailable: {exc}") from exc
+        for _ in range(stored):
             self.observer.session_created()
-        return ttl_ms
+        return stored
 
     def destroy(self, sid: str) -> bool:
         """Delete the session now (and its entry in its user's index), under the

@@ -494,6 +494,25 @@ def test_rotation_moves_the_index_entry_to_the_new_key(app, redis_client):
     assert redis_client.zrange("sess:user:alice", 0, -1) == [key]
 
 
+def test_imported_sessions_are_stored_as_a_login_stores_them(app, redis_client):
+    """`import_sessions` (bulk, pipelined) writes what a login through the
+    interface writes: the same fields, TTL and user-index entry, readable by a request."""
+    client = app.test_client()
+    client.post("/login/alice")
+    (logged_in,) = session_keys(redis_client)
+    imported_sid = "i" * 43
+    store = app.session_interface.store
+    with app.app_context():
+        stored = store.import_sessions([(imported_sid, {"user_id": "alice"})], batch=1)
+        imported = store.keys.session(imported_sid)
+        assert stored == 1 and len(store.user_sessions("alice")) == 2
+    assert set(redis_client.hkeys(imported)) == set(redis_client.hkeys(logged_in))
+    assert redis_client.hget(imported, "user_id") == redis_client.hget(logged_in, "user_id")
+    assert 0 < redis_client.pttl(imported) <= redis_client.pttl(logged_in) + 1000
+    assert set(redis_client.zrange("sess:user:alice", 0, -1)) == {logged_in, imported}
+    assert with_cookie(app, imported_sid).get("/read").json == {"user_id": "alice"}
+
+
 # 8. Safe values -------------------------------------------------------------
 
 
