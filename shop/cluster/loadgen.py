@@ -13,6 +13,9 @@ so the shopper does what a client should: it retries that add with the same
 Idempotency-Key until it gets an answer, and only then counts it. Every
 failure is also logged with its time, duration and status, so a test can tell
 fast 503s inside a failover window from anything else.
+
+A little over 300 lines on purpose: the shopper and the generator are one idea
+(a load whose every acknowledged write is checked at the end), read together.
 """
 
 from __future__ import annotations
