@@ -72,7 +72,10 @@ def nginx_settings(prefix: Path, port: int, upstream: int) -> nginxconf.NginxSet
     """The launcher's rendering for one upstream, with one worker (only one variant
     is loaded at a time) and no access log (it would cost every variant the same)."""
     local = nginxconf.local_settings(
-        prefix=prefix, port=port, replica_ports=[upstream], log_dir=prefix
+        prefix=prefix,
+        listen=f"{procs.LOOPBACK}:{port}",
+        servers=[f"{procs.LOOPBACK}:{upstream}"],
+        log_dir=prefix,
     )
     return dataclasses.replace(local, worker_processes=1, access_log=None)
 

@@ -50,8 +50,8 @@ def local_conf(tmp_path: Path, replica_ports: list[int], port: int | None = None
     conf.write_text(
         nginxconf.render_local(
             prefix=tmp_path,
-            port=port or procs.free_port(),
-            replica_ports=replica_ports,
+            listen=f"{procs.LOOPBACK}:{port or procs.free_port()}",
+            servers=[f"{procs.LOOPBACK}:{p}" for p in replica_ports],
             log_dir=tmp_path / "logs",
         )
     )
@@ -105,7 +105,10 @@ def test_renderings_keep_the_directives_the_failure_semantics_rest_on(target: st
         text = nginxconf.render_docker()
     else:
         text = nginxconf.render_local(
-            prefix=Path("/w"), port=8080, replica_ports=[1, 2], log_dir=Path("/w/logs")
+            prefix=Path("/w"),
+            listen="127.0.0.1:8080",
+            servers=["127.0.0.1:1", "127.0.0.1:2"],
+            log_dir=Path("/w/logs"),
         )
     required = [
         r"zone shop_upstream",

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from functools import cache
 
-from . import procs, store
+from . import hosts, procs, store
 from .procs import ClusterError
 from .state import Proc, State, Workdir
 
@@ -69,10 +69,11 @@ def environment(workdir: Workdir, replica: Proc, state: State) -> dict[str, str]
     return {
         **store.replica_settings(state),
         **os.environ,
+        **hosts.replica_settings(state),
         "REDIS_URL": store.url(state),
         "SECRET_KEY": workdir.secret_key(),
         "REPLICA_NAME": replica.name,
-        "SHOP_BIND": f"{procs.LOOPBACK}:{replica.port}",
+        "SHOP_BIND": replica.endpoint,
         "PYTHONUNBUFFERED": "1",
         # Where this replica's workers add up their metrics: inside the
         # workdir, one folder per replica (emptied by gunicorn at start).
@@ -85,18 +86,19 @@ def spawn(workdir: Workdir, replica: Proc, state: State) -> None:
     # prometheus_client writes there from the first metric on, which may
     # come before gunicorn's on_starting hook would create the folder.
     workdir.metrics_dir(replica).mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv = gunicorn_argv(bind=f"{procs.LOOPBACK}:{replica.port}", name=replica.name)
+    argv = gunicorn_argv(bind=replica.endpoint, name=replica.name)
     popen = procs.spawn(
         argv,
         log_path=workdir.log(replica),
         env=environment(workdir, replica, state),
         cwd=workdir.path,
+        netns=replica.netns,
     )
     replica.record(popen)
 
 
 def url(replica: Proc, path: str = "") -> str:
-    return f"http://{procs.LOOPBACK}:{replica.port}{path}"
+    return f"http://{replica.endpoint}{path}"
 
 
 def is_ready(replica: Proc) -> bool:

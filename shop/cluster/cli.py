@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import procs, store
+from . import hosts, procs, store
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .output import LogFollower, console, err_console, status_table
 from .procs import ClusterError
@@ -39,7 +39,15 @@ examples:
   shop-cluster kill redis-primary      crash whichever Redis node is primary now (HA)
   shop-cluster start redis-1           bring a Redis node back: it rejoins as a replica
   shop-cluster demo                    the narrated kill-a-node demo
-  shop-cluster down                    stop everything"""
+  shop-cluster down                    stop everything
+
+hosts (as root: every node on a network namespace of its own, one virtual IP):
+  shop-cluster up --hosts              lb-1, lb-2, app-1..3, redis-1 at http://198.18.0.10/
+  shop-cluster power-off app-2         pull its cable, then its processes die
+  shop-cluster power-on app-2          boot it again: processes afresh, rejoins
+  shop-cluster partition app-2 --from redis-1   packets between them vanish
+  shop-cluster heal                    every partition removed
+  shop-cluster demo --hosts            the narrated machine-loss demo"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how many shop replicas (default: {DEFAULT_REPLICAS})",
     )  # fmt: skip
     shape.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, metavar="P",
-        help=f"the port nginx listens on, on 127.0.0.1 (default: {DEFAULT_PORT})",
+        "--port", type=int, default=None, metavar="P",
+        help=f"the port nginx listens on, on 127.0.0.1 (default: {DEFAULT_PORT}; "
+        f"with --hosts, on the virtual IP, default: {hosts.DEFAULT_PORT})",
+    )  # fmt: skip
+    shape.add_argument(
+        "--hosts", action="store_true",
+        help="every node on a host of its own: a network namespace with its own address "
+        "on a private bridge (198.18.0.0/24, or the next free /24), two load balancers "
+        "sharing one virtual IP (keepalived). Needs root",
     )  # fmt: skip
     shape.add_argument(
         "--redis", choices=store.MODES, default="single",
@@ -106,6 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="grow or shrink to N replicas (leaving ones are drained from nginx first)",
     )  # fmt: skip
     scale.add_argument("count", type=int, metavar="N", help="the number of replicas wanted")
+    hosts_help = "lb-1, lb-2, app-N, redis-N (see `status`)"
+    power_off = sub.add_parser(
+        "power-off", parents=[common],
+        help="hosts: a machine dies: its cable first (packets vanish), then its processes",
+    )  # fmt: skip
+    power_off.add_argument("host", metavar="HOST", help=hosts_help)
+    power_on = sub.add_parser(
+        "power-on", parents=[common],
+        help="hosts: boot a powered-off host: link up, its processes started afresh",
+    )  # fmt: skip
+    power_on.add_argument("host", metavar="HOST", help=hosts_help)
+    partition = sub.add_parser(
+        "partition", parents=[common],
+        help="hosts: cut the network between hosts, both ways; all keep running",
+    )  # fmt: skip
+    partition.add_argument(
+        "hosts", metavar="HOST[,HOST...]", type=_names, help="one side of the cut"
+    )
+    partition.add_argument(
+        "--from", dest="others", metavar="HOST[,HOST...]", type=_names, required=True,
+        help="the other side",
+    )  # fmt: skip
+    sub.add_parser("heal", parents=[common], help="hosts: remove every partition")
     sub.add_parser(
         "demo", parents=[common, shape],
         help="narrated demo: kill the replica serving a shopper, lose nothing "
@@ -135,6 +173,7 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
             port=args.port,
             redis=args.redis,
             redis_replicas=args.redis_replicas,
+            on_hosts=args.hosts,
         )
     status = cluster.status()
     console.print(status_table(status))
@@ -205,6 +244,42 @@ def cmd_scale(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power_off(cluster: Cluster, args: argparse.Namespace) -> int:
+    host, killed = cluster.power_off(args.host)
+    console.print(
+        f"[red]Powered off {host.name}[/] ({host.address}): its cable pulled, then its "
+        f"{len(killed)} processes stopped and killed. Packets to it vanish."
+    )
+    return 0
+
+
+def cmd_power_on(cluster: Cluster, args: argparse.Namespace) -> int:
+    with console.status(f"Booting {args.host}…"):
+        host, started = cluster.power_on(args.host)
+    names = ", ".join(p.name for p in started) or "nothing"
+    console.print(f"[green]Powered on {host.name}[/] ({host.address}): started {names}.")
+    return 0
+
+
+def cmd_partition(cluster: Cluster, args: argparse.Namespace) -> int:
+    pairs = cluster.partition(args.hosts, args.others)
+    cut = ", ".join(f"{a} ⟷ {b}" for a, b in pairs)
+    console.print(
+        f"[yellow]Partitioned[/]: {cut}. Packets between them vanish; every host keeps "
+        f"running. `shop-cluster heal{_workdir_flag(cluster)}` restores the network."
+    )
+    return 0
+
+
+def cmd_heal(cluster: Cluster, args: argparse.Namespace) -> int:
+    healed = cluster.heal()
+    if not healed:
+        console.print("No partition to heal.")
+    else:
+        console.print("[green]Healed[/]: " + ", ".join(f"{a} ⟷ {b}" for a, b in healed) + ".")
+    return 0
+
+
 def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
@@ -226,6 +301,10 @@ COMMANDS = {
     "start": cmd_start,
     "scale": cmd_scale,
     "demo": cmd_demo,
+    "power-off": cmd_power_off,
+    "power-on": cmd_power_on,
+    "partition": cmd_partition,
+    "heal": cmd_heal,
 }
 
 
@@ -241,6 +320,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+
+
+def _names(text: str) -> list[str]:
+    """HOST[,HOST...] as a list of names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected HOST or HOST,HOST,...")
+    return names
 
 
 def _interrupt(signum: int, frame: object) -> None:

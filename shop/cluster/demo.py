@@ -207,7 +207,7 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
     n.say("Until it does, writes are refused: no replica could acknowledge them.")
     cluster.start(proc.name)
     procs.wait_until(
-        lambda: ha.node_info(proc.port).link_up, timeout=30, what=f"{proc.name} to sync"
+        lambda: ha.node_info(proc).link_up, timeout=30, what=f"{proc.name} to sync"
     )
     n.say(f"{proc.name} is a replica of {promoted.name}, in sync ✔")
     after = _lines(n.call("GET", "/api/cart").json())

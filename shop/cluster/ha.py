@@ -55,25 +55,28 @@ def plan(redis_replicas: int) -> tuple[list[Proc], list[Proc]]:
     return nodes, sentinels
 
 
-def sentinel_url(ports: list[int], service: str = SERVICE) -> str:
+def sentinel_url(sentinels: list[Proc], service: str = SERVICE) -> str:
     """The ``redis+sentinel://`` URL the shop replicas get (sessionstore reads it)."""
-    hosts = ",".join(f"{procs.LOOPBACK}:{port}" for port in ports)
+    hosts = ",".join(s.endpoint for s in sentinels)
     return f"redis+sentinel://{hosts}/{service}/0"
 
 
-def sentinel_conf(*, port: int, folder: Path, primary_port: int) -> str:
-    """A sentinel.conf for loopback. Sentinel rewrites this file as it learns the
-    topology (replicas, other Sentinels, epochs), so it must stay writable."""
+def sentinel_conf(*, sentinel: Proc, folder: Path, primary: Proc) -> str:
+    """A sentinel.conf for `sentinel`'s address. Sentinel rewrites this file as it
+    learns the topology (replicas, other Sentinels, epochs), so it must stay writable."""
     return "".join(
         f"{line}\n"
         for line in (
-            f"port {port}",
-            f"bind {procs.LOOPBACK}",
+            f"port {sentinel.port}",
+            f"bind {sentinel.address}",
+            # As for the nodes (procs.redis_conf): off the loopback, only on the
+            # cluster's private bridge.
+            f"protected-mode {'yes' if sentinel.address == procs.LOOPBACK else 'no'}",
             "daemonize no",
             f"dir {folder}",
             f"pidfile {folder / 'sentinel.pid'}",
             'logfile ""',
-            f"sentinel monitor {SERVICE} {procs.LOOPBACK} {primary_port} {QUORUM}",
+            f"sentinel monitor {SERVICE} {primary.address} {primary.port} {QUORUM}",
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {SERVICE} 1",
@@ -90,13 +93,13 @@ def start(workdir: Workdir, state: State) -> None:
     """
     first, *others = state.redis_nodes
     for node in state.redis_nodes:
-        start_node(workdir, node, first.port)
+        start_node(workdir, node, first)
     workdir.save(state)
     for sentinel in state.sentinels:
-        start_sentinel(workdir, sentinel, first.port, fresh=True)
+        start_sentinel(workdir, sentinel, first, fresh=True)
     procs.wait_for(
         lambda: all(
-            (h := sentinel_health(s.port)).get("ok")
+            (h := sentinel_health(s)).get("ok")
             and h["replicas"] == len(others)
             and h["other_sentinels"] == len(state.sentinels) - 1
             for s in state.sentinels
@@ -105,33 +108,42 @@ def start(workdir: Workdir, state: State) -> None:
     )
 
 
-def start_node(workdir: Workdir, node: Proc, primary_port: int | None) -> None:
-    """Start a node as a replica of `primary_port` (itself or None: as primary)."""
+def start_node(workdir: Workdir, node: Proc, primary: Proc | None) -> None:
+    """Start a node as a replica of `primary` (itself or None: as primary)."""
     extra = dict(NODE_SETTINGS)
-    if primary_port and primary_port != node.port:
-        extra["replicaof"] = f"{procs.LOOPBACK} {primary_port}"
-    folder = workdir.store_dir(node)
-    node.record(procs.start_redis(folder, node.port, extra=extra, timeout=procs.READY_TIMEOUT))
+    if primary is not None and primary is not node:
+        extra["replicaof"] = f"{primary.address} {primary.port}"
+    popen = procs.start_redis(
+        workdir.proc_dir(node),
+        node.port,
+        extra=extra,
+        timeout=procs.READY_TIMEOUT,
+        address=node.address,
+        netns=node.netns,
+    )
+    node.record(popen)
 
 
-def start_sentinel(workdir: Workdir, sentinel: Proc, primary_port: int, *, fresh: bool) -> None:
+def start_sentinel(workdir: Workdir, sentinel: Proc, primary: Proc, *, fresh: bool) -> None:
     """Start one Sentinel (``redis-server CONF --sentinel``) with its files in its folder.
 
     `fresh` writes a new config; a restarted Sentinel keeps the one it rewrote,
     so it remembers the current primary and epoch instead of the first one.
     """
     binary = procs.find_binary("redis-server")
-    folder = workdir.store_dir(sentinel)
+    folder = workdir.proc_dir(sentinel)
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "sentinel.conf"
     if fresh or not conf.exists():
-        conf.write_text(sentinel_conf(port=sentinel.port, folder=folder, primary_port=primary_port))
+        conf.write_text(sentinel_conf(sentinel=sentinel, folder=folder, primary=primary))
     log = folder / "sentinel.log"
-    popen: subprocess.Popen = procs.spawn([binary, str(conf), "--sentinel"], log_path=log)
+    popen: subprocess.Popen = procs.spawn(
+        [binary, str(conf), "--sentinel"], log_path=log, netns=sentinel.netns
+    )
     sentinel.record(popen)
     procs.wait_for(
-        lambda: procs.answers(popen, sentinel.port, log),
-        f"{sentinel.name} on port {sentinel.port} (log: {log})",
+        lambda: procs.answers(popen, sentinel.port, log, sentinel.address),
+        f"{sentinel.name} on {sentinel.endpoint} (log: {log})",
     )
 
 
@@ -144,40 +156,39 @@ def restart(workdir: Workdir, state: State, proc: Proc) -> None:
     """
     if proc in state.sentinels:
         # redis-1 is only read if the Sentinel's own config is gone.
-        start_sentinel(workdir, proc, state.redis_nodes[0].port, fresh=False)
+        start_sentinel(workdir, proc, state.redis_nodes[0], fresh=False)
     else:
-        primary = current_primary(state)
-        start_node(workdir, proc, primary.port if primary else None)
+        start_node(workdir, proc, current_primary(state))
 
 
 # ------------------------------------------------------------------ questions
-def _client(port: int, timeout: float = 1.0) -> redis.Redis:
+def _client(proc: Proc, timeout: float = 1.0) -> redis.Redis:
     return redis.Redis(
-        host=procs.LOOPBACK,
-        port=port,
+        host=proc.address,
+        port=proc.port,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,
     )
 
 
-def primary_port(sentinel_ports: list[int]) -> int | None:
-    """The port of the primary as the first answering Sentinel names it (None: none answers)."""
-    for port in sentinel_ports:
+def primary_endpoint(sentinels: list[Proc]) -> str | None:
+    """address:port of the primary as the first answering Sentinel names it (None: none answers)."""
+    for proc in sentinels:
         try:
-            with _client(port) as sentinel:
+            with _client(proc) as sentinel:
                 addr = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         except redis.RedisError:
             continue
         if addr:
-            return int(addr[1])
+            return f"{addr[0]}:{addr[1]}"
     return None
 
 
 def current_primary(state: State) -> Proc | None:
     """The node the Sentinels name as primary now (None if none answers)."""
-    port = primary_port([s.port for s in state.sentinels if s.alive()])
-    return next((n for n in state.redis_nodes if n.port == port), None)
+    endpoint = primary_endpoint([s for s in state.sentinels if s.alive()])
+    return next((n for n in state.redis_nodes if n.endpoint == endpoint), None)
 
 
 @dataclass(frozen=True)
@@ -186,14 +197,15 @@ class NodeInfo:
 
     role: str | None  # "master", "slave", or None when it does not answer
     primary_port: int | None = None  # a replica's primary
+    primary_address: str | None = None
     link_up: bool = False  # a replica's link to it
 
 
-def node_info(port: int) -> NodeInfo:
-    """The role of the node on `port`, from INFO replication (which also gives a
+def node_info(proc: Proc) -> NodeInfo:
+    """The role of the node `proc`, from INFO replication (which also gives a
     replica's link state, unlike ROLE)."""
     try:
-        with _client(port) as node:
+        with _client(proc) as node:
             info = node.info("replication")
     except redis.RedisError:
         return NodeInfo(role=None)
@@ -201,21 +213,23 @@ def node_info(port: int) -> NodeInfo:
         return NodeInfo(
             role="slave",
             primary_port=int(info.get("master_port", 0)) or None,
+            primary_address=info.get("master_host"),
             link_up=info.get("master_link_status") == "up",
         )
     return NodeInfo(role=info.get("role"))
 
 
-def sentinel_health(port: int) -> dict[str, Any]:
+def sentinel_health(proc: Proc) -> dict[str, Any]:
     """What one Sentinel says: its view of the primary, replicas and peer Sentinels."""
     try:
-        with _client(port) as sentinel:
+        with _client(proc) as sentinel:
             master = sentinel.sentinel_master(SERVICE)
     except redis.RedisError:
         return {"ok": False}
     return {
         "ok": True,
         "primary_port": int(master.get("port", 0)) or None,
+        "primary_address": master.get("ip"),
         "primary_ok": not any(f in master.get("flags", "") for f in ("s_down", "o_down")),
         "replicas": int(master.get("num-slaves", 0)),
         "other_sentinels": int(master.get("num-other-sentinels", 0)),
@@ -229,16 +243,17 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     primary = current_primary(state)
     nodes = []
     for node in state.redis_nodes:
-        info = node_info(node.port) if node.alive() else NodeInfo(role=None)
+        info = node_info(node) if node.alive() else NodeInfo(role=None)
         row = entry(node, info.role is not None)
         row["role"] = {"master": "primary", "slave": "replica"}.get(info.role or "", "down")
         if info.role == "slave":
             row["replica_of"] = info.primary_port
+            row["replica_of_address"] = info.primary_address
             row["link_up"] = info.link_up
         nodes.append(row)
     sentinels = []
     for sentinel in state.sentinels:
-        health = sentinel_health(sentinel.port) if sentinel.alive() else {"ok": False}
+        health = sentinel_health(sentinel) if sentinel.alive() else {"ok": False}
         row = entry(sentinel, health.pop("ok"))
         row.update(health)
         sentinels.append(row)
@@ -246,7 +261,7 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
         "mode": "ha",
         "name": "redis",
         "service": SERVICE,
-        "url": sentinel_url([s.port for s in state.sentinels]),
+        "url": sentinel_url(state.sentinels),
         "primary": primary.name if primary else None,
         "alive": any(n["alive"] for n in nodes),
         "ready": primary is not None and any(n["ready"] for n in nodes),

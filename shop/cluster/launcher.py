@@ -19,9 +19,11 @@ time, so a stale state file never makes us signal a stranger.
 
 from __future__ import annotations
 
+import os
 import signal
 
-from . import appserver, ha, nginxconf, procs, status, store
+from . import appserver, ha, hosts, keepalived, netns, nginxconf, procs, status, store
+from .netns import Host
 from .procs import ClusterError
 from .state import DEFAULT_WORKDIR, Proc, State, Workdir
 
@@ -45,9 +47,10 @@ class Cluster:
         self,
         *,
         replicas: int = DEFAULT_REPLICAS,
-        port: int = DEFAULT_PORT,
+        port: int | None = None,
         redis: str = "single",
         redis_replicas: int = 1,
+        on_hosts: bool = False,
     ) -> State:
         """Start the store, `replicas` shop replicas and nginx; return once all are ready.
 
@@ -55,7 +58,13 @@ class Cluster:
         `redis_replicas` replicas and three Sentinels; the shop connects through
         the Sentinels). With two or more Redis replicas, one is left to
         acknowledge writes after a failover, so writes need not pause.
+
+        `on_hosts` puts every process on a host of its own (a network namespace,
+        see hosts.py), with two load balancers sharing a virtual IP; it needs root.
+        `port` defaults to 8080 on loopback and 80 on hosts.
         """
+        if port is None:
+            port = hosts.DEFAULT_PORT if on_hosts else DEFAULT_PORT
         if replicas < 1:
             raise ClusterError("--replicas must be at least 1")
         if not 1 <= redis_replicas <= ha.MAX_REPLICAS:
@@ -67,6 +76,12 @@ class Cluster:
         # Fail before starting anything when a binary is missing.
         procs.find_binary("redis-server")
         procs.find_binary("nginx")
+        if on_hosts:
+            reason = netns.unavailable()
+            if reason:
+                raise ClusterError(f"{reason}; without --hosts the cluster runs on loopback")
+            procs.find_binary("keepalived")
+            procs.find_binary("curl")  # keepalived's check of its nginx
         with self.workdir.locked(create=True):
             old = self.workdir.load()
             if old is not None and old.any_alive():
@@ -74,7 +89,7 @@ class Cluster:
                     f"a cluster is already running in {self.workdir} at {old.url}; "
                     f"use `shop-cluster status` or `shop-cluster down` first"
                 )
-            if procs.port_is_open(port):
+            if not on_hosts and procs.port_is_open(port):
                 raise ClusterError(f"port {port} is already in use; choose another with --port")
             state = State(
                 port=port,
@@ -86,26 +101,55 @@ class Cluster:
             store.plan(state, redis, redis_replicas)
             self.workdir.log_dir.mkdir(parents=True, exist_ok=True)
             try:
+                if on_hosts:
+                    self._make_hosts(state)
                 store.start(self.workdir, state)
                 self.workdir.save(state)
                 for replica in state.replicas:
-                    replica.port = procs.free_port()
+                    replica.port = replica.port or procs.free_port()
                     appserver.spawn(self.workdir, replica, state)
                     self.workdir.save(state)
                 for replica in state.replicas:
                     appserver.wait_ready(self.workdir, replica)
-                nginxconf.start(self.workdir, state)
-                self.workdir.save(state)
+                for nginx in state.balancers():
+                    nginxconf.start(self.workdir, state, nginx)
+                    self.workdir.save(state)
+                if on_hosts:
+                    self._start_keepalived(state)
             except BaseException:
                 # A half-started cluster is worse than none: stop what we started.
                 self._stop_all(state)
                 raise
             return state
 
+    def _make_hosts(self, state: State) -> None:
+        """Choose a free /24, place every process on a host, record all of it, then
+        make the namespaces, links and bridge (a crash half-way leaves a state
+        file that names everything `down` must remove)."""
+        netns.sweep(netns.network_id(self.workdir.path))  # a crashed run's, same names
+        with netns.subnet_lock():
+            hosts.plan(state, self.workdir, netns.free_subnet())
+            self.workdir.save(state)
+            netns.create(state.network)
+
+    def _start_keepalived(self, state: State) -> None:
+        """keepalived on lb-1 first, until it holds the virtual IP; then the others
+        as its backups (a deterministic first election: lb-1 serves)."""
+        first, *others = state.keepalived
+        keepalived.start(self.workdir, first, hosts.keepalived_settings(state, first))
+        self.workdir.save(state)
+        lbs = hosts.balancer_hosts(state)
+        keepalived.wait_for_election(self.workdir, state.network, lbs, lbs[0], first)
+        for proc in others:
+            keepalived.start(self.workdir, proc, hosts.keepalived_settings(state, proc))
+            self.workdir.save(state)
+
     # ------------------------------------------------------------------ down
     def down(self) -> State | None:
-        """Stop everything recorded; return the state stopped (None if nothing was up)."""
+        """Stop everything recorded and remove the hosts made for it; return the
+        state stopped (None if nothing was up)."""
         if not self.workdir.state_file.exists():
+            self._sweep_hosts()
             return None
         with self.workdir.locked():
             state = self.workdir.load()
@@ -117,15 +161,30 @@ class Cluster:
 
     def _stop_all(self, state: State) -> None:
         # Front to back: no new requests, then replicas finish theirs, then
-        # Redis (SIGTERM makes it flush its append-only file).
-        if state.nginx.alive():
-            procs.stop_process(state.nginx.pid, timeout=10)
+        # Redis (SIGTERM makes it flush its append-only file). keepalived
+        # first: stopped, it takes the virtual IP away.
+        for proc in state.keepalived:
+            if proc.alive():
+                procs.stop_process(proc.pid, timeout=10)
+        for nginx in state.balancers():
+            if nginx.alive():
+                procs.stop_process(nginx.pid, timeout=10)
         live = [r.pid for r in state.replicas if r.alive()]
         procs.stop_many(live, timeout=GRACEFUL_TIMEOUT)
         # Sentinels first, so none starts a failover while the nodes go down.
         for proc in sorted(state.stores(), key=lambda p: p not in state.sentinels):
             if proc.alive():
                 procs.stop_process(proc.pid, timeout=15)
+        if state.network is not None:
+            # Whatever still runs on a host (a keepalived child, a frozen
+            # process) dies with it; the namespaces, links and bridge go.
+            netns.destroy(state.network)
+
+    def _sweep_hosts(self) -> None:
+        """Remove hosts named after this workdir that no state file records (the
+        launcher died before writing it); nothing to do on loopback clusters."""
+        if os.geteuid() == 0:
+            netns.sweep(netns.network_id(self.workdir.path))
 
     # ------------------------------------------------------------ kill/start
     def kill(self, name: str) -> Proc:
@@ -152,17 +211,100 @@ class Cluster:
             proc = state.find(name)
             if proc.alive():
                 raise ClusterError(f"{name} is already running (pid {proc.pid})")
-            if procs.port_is_open(proc.port):
+            host = hosts.host_of(state, proc)
+            if host is not None and host.name in state.network.powered_off:
+                raise ClusterError(
+                    f"{name} runs on {host.name}, which is powered off; "
+                    f"`shop-cluster power-on {host.name}` boots it with all its processes"
+                )
+            if proc.port and procs.port_is_open(proc.port, proc.address):
                 raise ClusterError(f"port {proc.port} of {name} is taken by another process")
-            if proc in state.stores():
-                store.restart(self.workdir, state, proc)
-            elif proc is state.nginx:
-                nginxconf.start(self.workdir, state)
-            else:
-                appserver.spawn(self.workdir, proc, state)
-                appserver.wait_ready(self.workdir, proc)
-            self.workdir.save(state)
+            self._start(state, proc)
             return proc
+
+    def _start(self, state: State, proc: Proc) -> None:
+        """Start one recorded process, the way `up` started it; record its new pid."""
+        if proc in state.stores():
+            store.restart(self.workdir, state, proc)
+        elif proc in state.balancers():
+            nginxconf.start(self.workdir, state, proc)
+        elif proc in state.keepalived:
+            keepalived.start(self.workdir, proc, hosts.keepalived_settings(state, proc))
+        else:
+            appserver.spawn(self.workdir, proc, state)
+            appserver.wait_ready(self.workdir, proc)
+        self.workdir.save(state)
+
+    # ------------------------------------------------------------------ hosts
+    def power_off(self, name: str) -> tuple[Host, list[int]]:
+        """Turn host `name` off the way a machine dies: its cable first (packets
+        to and from it vanish, nobody gets a reset or a goodbye), then every
+        process on it stops at once and is killed. Return the host and the pids
+        that died.
+
+        Its disk stays (the workdir), and so does the kernel it shares with the
+        others: what Redis wrote to its append-only file without fsync survives,
+        unlike a real power cut.
+        """
+        with self.workdir.locked():
+            state = self.workdir.running()
+            net = hosts.network(state)
+            host = net.host(name)
+            if name in net.powered_off:
+                raise ClusterError(f"{name} is already powered off")
+            net.powered_off.append(name)
+            self.workdir.save(state)  # recorded before it happens, as everything here
+            netns.set_link(net, host, up=False)
+            killed = netns.kill_all(host.netns)
+            return host, killed
+
+    def power_on(self, name: str) -> tuple[Host, list[Proc]]:
+        """Boot host `name` again: it comes up with only its own address (an
+        address keepalived had added lived in the dead machine's memory), its
+        cable is plugged back in, and its processes start afresh in boot order
+        (a Redis node as a replica of the current primary, a replica answering
+        /readyz, nginx, keepalived as a backup). Return the host and its processes."""
+        with self.workdir.locked():
+            state = self.workdir.running()
+            net = hosts.network(state)
+            host = net.host(name)
+            if name not in net.powered_off:
+                raise ClusterError(f"{name} is not powered off")
+            netns.forget_addresses(host)
+            netns.set_link(net, host, up=True)
+            net.powered_off.remove(name)
+            self.workdir.save(state)
+            started = hosts.on(state, host)
+            for proc in started:
+                self._start(state, proc)
+            return host, started
+
+    def partition(self, names: list[str], others: list[str]) -> list[list[str]]:
+        """Cut the network between every host of `names` and every one of `others`,
+        both ways, while all keep running; return every pair cut now."""
+        with self.workdir.locked():
+            state = self.workdir.running()
+            net = hosts.network(state)
+            for name in (*names, *others):
+                net.host(name)  # a clear error for an unknown name, before anything changes
+            if set(names) & set(others):
+                raise ClusterError("a host cannot be partitioned from itself")
+            for pair in (sorted((a, b)) for a in names for b in others):
+                if pair not in net.partitions:
+                    net.partitions.append(pair)
+            self.workdir.save(state)
+            netns.apply_partitions(net)
+            return net.partitions
+
+    def heal(self) -> list[list[str]]:
+        """Remove every partition; return the pairs that were cut."""
+        with self.workdir.locked():
+            state = self.workdir.running()
+            net = hosts.network(state)
+            healed, net.partitions = net.partitions, []
+            netns.apply_partitions(net)
+            self.workdir.save(state)
+            return healed
 
     # ----------------------------------------------------------------- scale
     def scale(self, count: int) -> tuple[list[Proc], list[Proc]]:
@@ -176,6 +318,11 @@ class Cluster:
             raise ClusterError("a cluster needs at least 1 replica")
         with self.workdir.locked():
             state = self.workdir.running()
+            if state.network is not None:
+                raise ClusterError(
+                    "scale does not add or remove hosts; start the cluster with "
+                    "`up --hosts --replicas N` instead"
+                )
             added: list[Proc] = []
             removed: list[Proc] = []
             if count > len(state.replicas):
@@ -193,11 +340,11 @@ class Cluster:
                     raise
                 state.replicas.extend(added)
                 self.workdir.save(state)
-                nginxconf.reload(self.workdir, state)
+                nginxconf.reload_all(self.workdir, state)
             elif count < len(state.replicas):
                 removed = state.replicas[count:]
                 state.replicas = state.replicas[:count]
-                nginxconf.reload(self.workdir, state)
+                nginxconf.reload_all(self.workdir, state)
                 procs.stop_many([r.pid for r in removed if r.alive()], timeout=GRACEFUL_TIMEOUT)
                 self.workdir.save(state)
             return added, removed

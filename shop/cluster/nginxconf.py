@@ -24,12 +24,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from . import procs
 from .procs import ClusterError
-from .state import State, Workdir
+from .state import Proc, State, Workdir
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 TEMPLATE_NAME = "nginx.conf.j2"
@@ -73,13 +74,15 @@ class NginxSettings:
     upstream_is_service: bool = False
     health_path: str = HEALTH_PATH
     status_path: str = STATUS_PATH
+    status_allow: Sequence[str] = ()  # beside 127.0.0.1, who may read status_path
     prefix: str = ""
     error_log: str = ""
     run_as_user: str | None = None
     worker_processes: int = 2
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """Jinja for the launcher's config templates (nginx's, keepalived's), all beside this module."""
     # An nginx config is not HTML: autoescaping would corrupt quotes and '&'.
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -93,24 +96,34 @@ def _environment() -> jinja2.Environment:
 
 def render(settings: NginxSettings) -> str:
     """The configuration text for `settings`."""
-    return _environment().get_template(TEMPLATE_NAME).render(**asdict(settings))
+    return template_environment().get_template(TEMPLATE_NAME).render(**asdict(settings))
 
 
 def local_settings(
-    *, prefix: Path, port: int, replica_ports: Sequence[int], log_dir: Path
+    *,
+    prefix: Path,
+    listen: str,
+    servers: Sequence[str],
+    log_dir: Path,
+    name: str = "nginx",
+    status_allow: Sequence[str] = (),
 ) -> NginxSettings:
-    """Settings for a non-root nginx on loopback whose files all stay under `prefix`."""
-    if not replica_ports:
+    """Settings for a non-root nginx on `listen` (address:port) in front of
+    `servers` (address:port each), whose files all stay under `prefix` and whose
+    logs are `log_dir`/NAME-access.log and NAME-error.log. `status_allow`: the
+    addresses beside loopback that may read its counters."""
+    if not servers:
         raise ValueError("nginx needs at least one replica")
     return NginxSettings(
         target="local",
         standalone=True,
-        listen=f"127.0.0.1:{port}",
-        servers=[f"127.0.0.1:{p}" for p in replica_ports],
+        listen=listen,
+        servers=list(servers),
         static_root=str(STATIC_ROOT),
-        access_log=str(log_dir / "nginx-access.log"),
+        access_log=str(log_dir / f"{name}-access.log"),
         prefix=str(prefix),
-        error_log=str(log_dir / "nginx-error.log"),
+        error_log=str(error_log(log_dir, name)),
+        status_allow=tuple(status_allow),
         # Only meaningful when the master runs as root: keep the workers as
         # the same user, who owns the workdir.
         run_as_user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None,
@@ -144,11 +157,14 @@ def kubernetes_settings() -> NginxSettings:
     )
 
 
-def render_local(*, prefix: Path, port: int, replica_ports: Sequence[int], log_dir: Path) -> str:
-    """The launcher's nginx.conf."""
-    return render(
-        local_settings(prefix=prefix, port=port, replica_ports=replica_ports, log_dir=log_dir)
-    )
+def render_local(**settings: Any) -> str:
+    """The launcher's nginx.conf (`settings`: those of `local_settings`)."""
+    return render(local_settings(**settings))
+
+
+def error_log(log_dir: Path, name: str = "nginx") -> Path:
+    """Where the nginx called `name` logs its errors (and its start-up failures)."""
+    return log_dir / f"{name}-error.log"
 
 
 def render_docker() -> str:
@@ -183,59 +199,83 @@ def argv(*, prefix: Path, conf: Path, error_log: Path) -> list[str]:
 
 
 # ------------------------------------------------------- the launcher's nginx
-def url(state: State, path: str = "/") -> str:
-    """A URL of the cluster's nginx."""
-    return f"{state.url.rstrip('/')}{path}"
+def url(nginx: Proc, path: str = "/") -> str:
+    """A URL of one of the cluster's nginx, at its own address."""
+    return f"http://{nginx.endpoint}{path}"
 
 
-def _launcher_argv(workdir: Workdir, conf: Path) -> list[str]:
-    return argv(prefix=workdir.nginx_dir, conf=conf, error_log=workdir.log_dir / "nginx-error.log")
+def conf_path(workdir: Workdir, nginx: Proc) -> Path:
+    return workdir.proc_dir(nginx) / "nginx.conf"
 
 
-def write_conf(workdir: Workdir, state: State) -> None:
-    """Render the config for `state`'s replicas; replace the old one only if `nginx -t` agrees."""
-    (workdir.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    text = render_local(
-        prefix=workdir.nginx_dir,
-        port=state.port,
-        replica_ports=[r.port for r in state.replicas],
-        log_dir=workdir.log_dir,
+def _launcher_argv(workdir: Workdir, nginx: Proc, conf: Path) -> list[str]:
+    return argv(
+        prefix=workdir.proc_dir(nginx), conf=conf, error_log=error_log(workdir.log_dir, nginx.name)
     )
-    tmp = workdir.nginx_conf.with_suffix(".new")
+
+
+def write_conf(workdir: Workdir, state: State, nginx: Proc) -> None:
+    """Render the config for `state`'s replicas; replace the old one only if `nginx -t` agrees."""
+    prefix = workdir.proc_dir(nginx)
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    text = render_local(
+        prefix=prefix,
+        listen=state.listen(nginx),
+        servers=[r.endpoint for r in state.replicas],
+        log_dir=workdir.log_dir,
+        name=nginx.name,
+        # On hosts the launcher's probes come from the client's address.
+        status_allow=[state.network.client_address] if state.network else [],
+    )
+    conf = conf_path(workdir, nginx)
+    tmp = conf.with_suffix(".new")
     tmp.write_text(text)
     check = subprocess.run(
-        [*_launcher_argv(workdir, tmp), "-t", "-q"], capture_output=True, text=True, timeout=30
+        [*_launcher_argv(workdir, nginx, tmp), "-t", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if check.returncode != 0:
         raise ClusterError(f"nginx rejected the rendered config {tmp}: {check.stderr.strip()}")
-    tmp.replace(workdir.nginx_conf)
+    tmp.replace(conf)
 
 
-def start(workdir: Workdir, state: State) -> None:
-    """Start nginx on the cluster's port; return once it answers its health check."""
-    if procs.port_is_open(state.port):
-        raise ClusterError(f"port {state.port} is already in use; choose another with --port")
-    write_conf(workdir, state)
+def start(workdir: Workdir, state: State, nginx: Proc) -> None:
+    """Start `nginx` (one of `state.balancers()`); return once it answers its health check."""
+    if procs.port_is_open(nginx.port, nginx.address):
+        raise ClusterError(
+            f"port {nginx.port} is already in use on {nginx.address}; choose another with --port"
+        )
+    write_conf(workdir, state, nginx)
     popen = procs.spawn(
-        _launcher_argv(workdir, workdir.nginx_conf), log_path=workdir.log(state.nginx)
+        _launcher_argv(workdir, nginx, conf_path(workdir, nginx)),
+        log_path=workdir.log(nginx),
+        netns=nginx.netns,
     )
-    state.nginx.record(popen)
-    log = workdir.log_dir / "nginx-error.log"
+    nginx.record(popen)
+    log = error_log(workdir.log_dir, nginx.name)
 
     def ready() -> bool:
         if not procs.pid_alive(popen.pid):
-            raise ClusterError(f"nginx exited at start; see {log}:\n{procs.tail(log)}")
-        return procs.http_ok(url(state, HEALTH_PATH))
+            raise ClusterError(f"{nginx.name} exited at start; see {log}:\n{procs.tail(log)}")
+        return procs.http_ok(url(nginx, HEALTH_PATH))
 
-    procs.wait_for(ready, f"nginx on port {state.port} (log: {log})")
+    procs.wait_for(ready, f"{nginx.name} on {nginx.endpoint} (log: {log})")
 
 
-def reload(workdir: Workdir, state: State) -> None:
-    """Re-render the config and reload nginx; return once no old worker is left."""
-    write_conf(workdir, state)
-    if not state.nginx.alive():
+def reload_all(workdir: Workdir, state: State) -> None:
+    """`reload` every load balancer of the cluster (hosts mode has two)."""
+    for nginx in state.balancers():
+        reload(workdir, state, nginx)
+
+
+def reload(workdir: Workdir, state: State, nginx: Proc) -> None:
+    """Re-render the config and reload `nginx`; return once no old worker is left."""
+    write_conf(workdir, state, nginx)
+    if not nginx.alive():
         return  # it reads the new config when started
-    master = state.nginx.pid
+    master = nginx.pid
     old_workers = procs.child_pids(master)
     os.kill(master, signal.SIGHUP)
     # The master starts new workers and old ones finish their requests and

@@ -34,20 +34,33 @@ def status_table(status: dict[str, Any]) -> Table:
     """
     table = Table(title=f"shop cluster at {status['url']}", title_justify="left")
     numeric = ("pid", "port", "requests", "last min")
-    for column in ("name", "pid", "port", "alive", "ready", "heartbeat", *numeric[2:]):
+    # Hosts mode: which host each process runs on (from the hosts' process lists).
+    host_of = {p: h["name"] for h in status.get("hosts", []) for p in h["processes"]}
+    columns = ("name", *(("host",) if host_of else ()), "pid", "port", "alive", "ready")
+    for column in (*columns, "heartbeat", *numeric[2:]):
         table.add_column(column, justify="right" if column in numeric else "left")
     redis = status["redis"]
     stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
-    for proc in [status["nginx"], *status["replicas"], *stores]:
+    balancers = status.get("balancers") or [status["nginx"]]
+    vrrp = [b["keepalived"] for b in balancers if "keepalived" in b]
+    for proc in [*balancers, *vrrp, *status["replicas"], *stores]:
         beat = proc.get("heartbeat")
+        host = (host_of.get(proc["name"], "-"),) if host_of else ()
         table.add_row(
-            _store_label(proc), str(proc["pid"] or "-"), str(proc["port"]),
+            _store_label(proc), *host, str(proc["pid"] or "-"), str(proc["port"] or "-"),
             yes_no(proc["alive"]), yes_no(proc["ready"]),
             "" if beat is None else yes_no(beat),
             _count(proc.get("requests")), _count(proc.get("requests_last_minute")),
         )  # fmt: skip
+    captions = []
     if redis.get("mode") == "ha":
-        table.caption = f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}"
+        captions.append(f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}")
+    if host_of:
+        holder = next((h["name"] for h in status["hosts"] if h["vip"]), "nobody")
+        down = [h["name"] for h in status["hosts"] if not h["up"]]
+        captions.append(f"virtual IP held by: {holder}")
+        captions.append(f"powered off: {', '.join(down) or 'none'}")
+    table.caption = "; ".join(captions) or None
     return table
 
 

@@ -34,6 +34,9 @@ INSTALL_HINTS = {
     "redis-sentinel": "sudo apt-get install redis-sentinel",
     "nginx": "sudo apt-get install nginx",
     "gunicorn": "pip install -e .  (inside the project's virtualenv)",
+    "ip": "sudo apt-get install iproute2",
+    "keepalived": "sudo apt-get install keepalived",
+    "nft": "sudo apt-get install nftables",
 }
 
 
@@ -140,19 +143,27 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
+    """`argv` run inside network namespace `netns` (None: here). `ip netns exec`
+    execs the program, so the pid we get is the program's own."""
+    return [find_binary("ip"), "netns", "exec", netns, *argv] if netns else list(argv)
+
+
 def spawn(
     argv: Sequence[str],
     *,
     log_path: Path,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    netns: str | None = None,
 ) -> subprocess.Popen:
     """Start `argv` in its own session (so its whole process group can be signalled),
-    with stdout and stderr appended to `log_path`."""
+    with stdout and stderr appended to `log_path`; inside network namespace
+    `netns` if one is given (a host of `up --hosts`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            list(argv),
+            in_netns(netns, argv),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -208,13 +219,19 @@ def stop_process(pid: int | None, *, timeout: float = 10.0, group: bool = True) 
     _reap(pid)
 
 
-def redis_conf(*, port: int, data_dir: Path, extra: dict[str, str] | None = None) -> str:
-    """A redis.conf for a loopback-only, non-root redis-server whose files stay in `data_dir`."""
+def redis_conf(
+    *, port: int, data_dir: Path, extra: dict[str, str] | None = None, bind: str = LOOPBACK
+) -> str:
+    """A redis.conf for a non-root redis-server on `bind` (loopback unless it runs
+    on a host of its own) whose files stay in `data_dir`."""
     settings = {
-        "bind": LOOPBACK,
+        "bind": bind,
         "port": str(port),
         "daemonize": "no",
-        "protected-mode": "yes",
+        # Protected mode refuses every client but loopback when there is no
+        # password. On a host of `up --hosts` the address is on the cluster's
+        # private bridge, reachable from this machine only, as loopback is.
+        "protected-mode": "yes" if bind == LOOPBACK else "no",
         "dir": str(data_dir),
         "pidfile": str(data_dir / "redis.pid"),
         "logfile": '""',
@@ -229,36 +246,43 @@ def redis_conf(*, port: int, data_dir: Path, extra: dict[str, str] | None = None
 
 
 def start_redis(
-    data_dir: Path, port: int, *, extra: dict[str, str] | None = None, timeout: float = 15.0
+    data_dir: Path,
+    port: int,
+    *,
+    extra: dict[str, str] | None = None,
+    timeout: float = 15.0,
+    address: str = LOOPBACK,
+    netns: str | None = None,
 ) -> subprocess.Popen:
-    """Start redis-server on loopback with its config, data and log in `data_dir`."""
+    """Start redis-server on `address` (loopback by default; inside `netns` if
+    given) with its config, data and log in `data_dir`."""
     binary = find_binary("redis-server")
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "redis.conf"
-    conf.write_text(redis_conf(port=port, data_dir=data_dir, extra=extra))
+    conf.write_text(redis_conf(port=port, data_dir=data_dir, extra=extra, bind=address))
     log = data_dir / "redis.log"
-    proc = spawn([binary, str(conf)], log_path=log)
+    proc = spawn([binary, str(conf)], log_path=log, netns=netns)
     try:
-        what = f"redis-server on port {port} (log: {log})"
-        wait_for(lambda: answers(proc, port, log), what, timeout)
+        what = f"redis-server on {address}:{port} (log: {log})"
+        wait_for(lambda: answers(proc, port, log, address), what, timeout)
     except BaseException:
         stop_process(proc.pid, timeout=5)  # never leave a half-started server behind
         raise
     return proc
 
 
-def answers(proc: subprocess.Popen, port: int, log: Path) -> bool:
+def answers(proc: subprocess.Popen, port: int, log: Path, address: str = LOOPBACK) -> bool:
     """Whether a redis-server (or Sentinel) we just started answers yet; ClusterError
     (which stops a `wait_for` at once) if it has already exited."""
     if proc.poll() is not None:
         raise ClusterError(f"the server for port {port} exited at start; see {log}")
-    return redis_ping(port)
+    return redis_ping(port, address)
 
 
-def redis_ping(port: int) -> bool:
-    """True if a Redis server (or Sentinel) on loopback `port` answers PING within 0.5 s."""
+def redis_ping(port: int, address: str = LOOPBACK) -> bool:
+    """True if a Redis server (or Sentinel) at `address`:`port` answers PING within 0.5 s."""
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
+        with socket.create_connection((address, port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
     except OSError:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import procs
+from .netns import Network
 from .procs import ClusterError
 
 STATE_VERSION = 1
@@ -33,6 +34,15 @@ class Proc:
     port: int
     pid: int | None = None
     start_time: int | None = None
+    # Where it listens: loopback, or in hosts mode (`up --hosts`) its host's
+    # address, the process running inside that host's network namespace.
+    address: str = procs.LOOPBACK
+    netns: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """address:port, as a client (nginx, a Redis replica, a probe) dials it."""
+        return f"{self.address}:{self.port}"
 
     def alive(self) -> bool:
         return procs.is_same_process(self.pid, self.start_time)
@@ -56,22 +66,41 @@ class State:
     # is Sentinel's call, asked when needed) and Sentinels sentinel-1..3.
     redis_nodes: list[Proc] = field(default_factory=list)
     sentinels: list[Proc] = field(default_factory=list)
+    # Hosts mode (`up --hosts`): the hosts and everything made for them, the
+    # second load balancer's nginx (nginx-2 on lb-2; `nginx` is nginx-1 on
+    # lb-1) and the keepalived of each load balancer.
+    network: Network | None = None
+    nginx_peers: list[Proc] = field(default_factory=list)
+    keepalived: list[Proc] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://{procs.LOOPBACK}:{self.port}/"
+        """Where clients reach the shop: nginx on loopback, or the virtual IP."""
+        if self.network is None:
+            return f"http://{procs.LOOPBACK}:{self.port}/"
+        port = "" if self.port == 80 else f":{self.port}"
+        return f"http://{self.network.vip}{port}/"
 
     @property
     def ha(self) -> bool:
         return bool(self.sentinels)
+
+    def balancers(self) -> list[Proc]:
+        """Every nginx: the one, or in hosts mode one per load-balancer host."""
+        return [self.nginx, *self.nginx_peers]
+
+    def listen(self, nginx: Proc) -> str:
+        """What `nginx` listens on: its address, or in hosts mode every address of
+        its host, since the virtual IP comes and goes with keepalived."""
+        return f"*:{nginx.port}" if self.network else nginx.endpoint
 
     def stores(self) -> list[Proc]:
         """Every store process: the single Redis, or the HA nodes and Sentinels."""
         return [self.redis] if self.redis else [*self.redis_nodes, *self.sentinels]
 
     def processes(self) -> list[Proc]:
-        """Every process, store first, nginx last."""
-        return [*self.stores(), *self.replicas, self.nginx]
+        """Every process, store first, then replicas, nginx, keepalived."""
+        return [*self.stores(), *self.replicas, *self.balancers(), *self.keepalived]
 
     def any_alive(self) -> bool:
         """Whether anything recorded still runs (on this boot)."""
@@ -100,6 +129,9 @@ class State:
             boot_id=data.get("boot_id", ""),
             redis_nodes=[Proc(**r) for r in data.get("redis_nodes", [])],
             sentinels=[Proc(**r) for r in data.get("sentinels", [])],
+            network=Network.from_dict(data["network"]) if data.get("network") else None,
+            nginx_peers=[Proc(**r) for r in data.get("nginx_peers", [])],
+            keepalived=[Proc(**r) for r in data.get("keepalived", [])],
         )
 
 
@@ -115,15 +147,14 @@ class Workdir:
         self.state_file = self.path / "state.json"
         self.log_dir = self.path / "logs"
         self.redis_dir = self.path / "redis"  # the single Redis
-        self.nginx_dir = self.path / "nginx"
-        self.nginx_conf = self.nginx_dir / "nginx.conf"
         self.secret_file = self.path / "secret_key"
 
     def __str__(self) -> str:
         return str(self.path)
 
-    def store_dir(self, proc: Proc) -> Path:
-        """Where an HA node or Sentinel keeps its config, data and log."""
+    def proc_dir(self, proc: Proc) -> Path:
+        """Where a process keeps its config, data and own files (an HA node, a
+        Sentinel, nginx): a folder named after it."""
         return self.path / proc.name
 
     def log(self, proc: Proc) -> Path:

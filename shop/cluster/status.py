@@ -6,6 +6,11 @@
     {"url", "workdir", "redis": {...}, "nginx": {...},
      "replicas": [{"name", "pid", "port", "alive", "ready", ...}]}
 
+and in hosts mode (`up --hosts`), where `url` is the virtual IP's:
+
+    "hosts": [{"name", "address", "up", "vip", "processes"}],
+    "balancers": [{nginx-1 ..., "keepalived": {...}}, {nginx-2 ...}]
+
 Every probe has a short timeout and a dead process is simply "not ready":
 status never hangs on a broken cluster and never raises for one.
 """
@@ -17,7 +22,7 @@ from typing import Any
 import redis
 import requests
 
-from . import appserver, nginxconf, procs, store
+from . import appserver, hosts, nginxconf, procs, store
 from .state import Proc, State, Workdir
 
 
@@ -27,6 +32,7 @@ def entry(proc: Proc, ready: bool) -> dict[str, Any]:
         "name": proc.name,
         "pid": proc.pid,
         "port": proc.port,
+        "address": proc.address,
         "alive": proc.alive(),
         "ready": ready,
     }
@@ -34,12 +40,9 @@ def entry(proc: Proc, ready: bool) -> dict[str, Any]:
 
 def collect(workdir: Workdir, state: State) -> dict[str, Any]:
     """What `status --json` prints: each process, whether it runs and answers."""
-    data_port = store.data_port(state)
-    beats = heartbeats(data_port) if data_port and procs.redis_ping(data_port) else {}
-    nginx_ready = state.nginx.alive() and procs.http_ok(nginxconf.url(state, nginxconf.HEALTH_PATH))
-    nginx = entry(state.nginx, nginx_ready)
-    if nginx_ready:
-        nginx.update(stub_status(nginxconf.url(state, nginxconf.STATUS_PATH)))
+    data = store.data_node(state)
+    beats = heartbeats(data) if data and procs.redis_ping(data.port, data.address) else {}
+    balancers = [balancer(nginx) for nginx in state.balancers()]
     rows = []
     for replica in state.replicas:
         row = entry(replica, appserver.is_ready(replica))
@@ -49,20 +52,37 @@ def collect(workdir: Workdir, state: State) -> dict[str, Any]:
         row["requests"] = beat.requests_total if beat else None
         row["requests_last_minute"] = beat.requests_last_minute if beat else None
         rows.append(row)
-    return {
+    data = {
         "url": state.url,
         "workdir": str(workdir),
         "redis": store.status(state, entry),
-        "nginx": nginx,
+        "nginx": balancers[0],
         "replicas": rows,
     }
+    if state.network is not None:
+        data["hosts"] = hosts.status(state)
+        data["balancers"] = balancers
+        for row, vrrp in zip(balancers, state.keepalived, strict=True):
+            row["keepalived"] = entry(vrrp, vrrp.alive())
+    return data
 
 
-def heartbeats(port: int) -> dict[str, Any]:
-    """The replicas' heartbeats by name (empty if Redis cannot be read)."""
+def balancer(nginx: Proc) -> dict[str, Any]:
+    """One nginx in `status --json`, with its counters when it answers."""
+    ready = nginx.alive() and procs.http_ok(nginxconf.url(nginx, nginxconf.HEALTH_PATH))
+    row = entry(nginx, ready)
+    if ready:
+        row.update(stub_status(nginxconf.url(nginx, nginxconf.STATUS_PATH)))
+    return row
+
+
+def heartbeats(node: Proc) -> dict[str, Any]:
+    """The replicas' heartbeats by name, read from Redis `node` (empty if it cannot be read)."""
     from shop import heartbeat  # Redis only, no Flask app: the launcher still never runs the app
 
-    client = redis.Redis(host=procs.LOOPBACK, port=port, socket_timeout=2, decode_responses=True)
+    client = redis.Redis(
+        host=node.address, port=node.port, socket_timeout=2, decode_responses=True
+    )
     try:
         return {view.name: view for view in heartbeat.read_cluster(client)}
     except redis.RedisError:

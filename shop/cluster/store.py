@@ -2,7 +2,7 @@
 Sentinels of `ha.py`.
 
 The launcher asks this module, not the mode, where the store is: the URL the
-replicas get, the port that holds the data right now, how to (re)start a store
+replicas get, the node that holds the data right now, how to (re)start a store
 process and what `status` says about the store.
 """
 
@@ -38,7 +38,13 @@ def restart(workdir: Workdir, state: State, proc: Proc) -> None:
     """Start one store process again (`start NAME`), on its port, with its data."""
     if proc is state.redis:
         # The redis-server config of the whole project: AOF, fsync every second.
-        popen = procs.start_redis(workdir.redis_dir, proc.port, timeout=procs.READY_TIMEOUT)
+        popen = procs.start_redis(
+            workdir.redis_dir,
+            proc.port,
+            timeout=procs.READY_TIMEOUT,
+            address=proc.address,
+            netns=proc.netns,
+        )
         proc.record(popen)
     else:
         ha.restart(workdir, state, proc)
@@ -59,8 +65,8 @@ def resolve(state: State, name: str) -> Proc:
 def url(state: State) -> str:
     """The REDIS_URL the shop replicas get: the single Redis, or the Sentinels."""
     if state.ha:
-        return ha.sentinel_url([s.port for s in state.sentinels])
-    return f"redis://{procs.LOOPBACK}:{state.redis.port}/0"
+        return ha.sentinel_url(state.sentinels)
+    return f"redis://{state.redis.endpoint}/0"
 
 
 def replica_settings(state: State) -> dict[str, str]:
@@ -68,16 +74,16 @@ def replica_settings(state: State) -> dict[str, str]:
     return dict(ha.DEFAULT_ACKS) if state.ha else {}
 
 
-def data_port(state: State) -> int | None:
+def data_node(state: State) -> Proc | None:
     """Where to read cluster data (heartbeats) right now; None if no primary is known."""
     if not state.ha:
-        return state.redis.port
-    primary = ha.current_primary(state)
-    return primary.port if primary else None
+        return state.redis
+    return ha.current_primary(state)
 
 
 def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[str, Any]:
     """The store's part of `status --json`."""
     if state.ha:
         return ha.status(state, entry)
-    return entry(state.redis, state.redis.alive() and procs.redis_ping(state.redis.port))
+    redis = state.redis
+    return entry(redis, redis.alive() and procs.redis_ping(redis.port, redis.address))
