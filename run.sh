@@ -65,8 +65,12 @@ case "$cmd" in
     shift
     # docker.io and debootstrap: the docker tests boot docker-compose.yml on a
     # private dockerd with images made from Debian's packages.
+    # ip, keepalived, nft, curl: the hosts tests (tests/test_cluster_hosts*.py)
+    # make network namespaces, run VRRP between the load balancers (keepalived
+    # checks its nginx with curl) and cut the network with an nftables table.
     ensure_packages redis-server:redis-server nginx:nginx chromium:chromium \
-      docker-compose:docker-compose wrk:wrk dockerd:docker.io debootstrap:debootstrap
+      docker-compose:docker-compose wrk:wrk dockerd:docker.io debootstrap:debootstrap \
+      ip:iproute2 keepalived:keepalived nft:nftables curl:curl
     # Renders deploy/k8s (kubectl kustomize). It comes with these machines;
     # Debian's own kubernetes-client (1.20) is too old, so it is not installed here.
     have kubectl || say "kubectl not found: the Kubernetes manifest tests (tests/test_k8s.py) will be skipped; install kubectl 1.27+ to run them"

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import requests
 
-from shop.cluster import procs
+from shop.cluster import netns, procs
 from shop.cluster.loadgen import LoadGenerator, LoadReport
+from shop.cluster.state import State
 
 SCRIPT = Path(sys.executable).parent / "shop-cluster"
 
@@ -45,6 +46,8 @@ class Launcher:
     port: int = 0
     env: dict[str, str] | None = None
     up_output: str = ""
+    hosts: bool = False  # `up --hosts`: the shop is at the virtual IP, on port 80
+    served_url: str = ""  # the URL `status` gives once it is up
 
     def command(self, *args: str) -> tuple[list[str], dict[str, str]]:
         """The argv and environment of `shop-cluster ARGS --workdir WORKDIR`."""
@@ -66,20 +69,28 @@ class Launcher:
 
     @property
     def url(self) -> str:
-        return f"http://{procs.LOOPBACK}:{self.port}"
+        return self.served_url or f"http://{procs.LOOPBACK}:{self.port}"
 
     def up(
         self, replicas: int = 3, redis: str = "single", *options: str
     ) -> subprocess.CompletedProcess:
-        self.port = self.port or procs.free_port()
-        result = self.run(
-            "up", "--replicas", str(replicas), "--port", str(self.port), "--redis", redis, *options
-        )
+        if self.hosts:
+            where = ["--hosts"]
+        else:
+            self.port = self.port or procs.free_port()
+            where = ["--port", str(self.port)]
+        result = self.run("up", "--replicas", str(replicas), *where, "--redis", redis, *options)
         self.up_output = result.stdout
+        if self.hosts:
+            self.served_url = self.status()["url"].rstrip("/")
         return result
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.run("status", "--json").stdout)
+
+    def recorded_state(self) -> State:
+        """The state file as the launcher wrote it."""
+        return State.from_json((self.workdir / "state.json").read_text())
 
     def recorded_pids(self) -> set[int]:
         """Every pid the state file names (master processes and group leaders)."""
@@ -90,6 +101,8 @@ class Launcher:
             *([state["redis"]] if state.get("redis") else []),
             *state.get("redis_nodes", []),
             *state.get("sentinels", []),
+            *state.get("nginx_peers", []),
+            *state.get("keepalived", []),
         ]
         return {p["pid"] for p in procs_ if p["pid"]}
 
@@ -104,10 +117,11 @@ def leftovers(pids: set[int]) -> set[int]:
 
 @contextmanager
 def running_cluster(
-    workdir: Path, replicas: int = 3, redis: str = "single", *options: str
+    workdir: Path, replicas: int = 3, redis: str = "single", *options: str, hosts: bool = False
 ) -> Iterator[Launcher]:
-    """A cluster started by the launcher; always `down` afterwards, then by pid if need be."""
-    launcher = Launcher(workdir)
+    """A cluster started by the launcher (`hosts`: `up --hosts`); always `down`
+    afterwards, then by pid (and for hosts, by name) if need be."""
+    launcher = Launcher(workdir, hosts=hosts)
     seen: set[int] = set()
     try:
         launcher.up(replicas, redis, *options)
@@ -118,6 +132,8 @@ def running_cluster(
         launcher.run("down", check=False)
         for pid in leftovers(seen):  # only if `down` failed: never leave processes behind
             procs.stop_process(pid, timeout=5)
+        if hosts:
+            netns.sweep(netns.network_id(workdir))  # likewise for its namespaces and links
 
 
 def assert_clean(report: LoadReport, at_least: int) -> None:

@@ -236,7 +236,7 @@ def sweep(network_id: str) -> None:
         kill_all(name)
     for name in names:
         _ip("netns", "delete", name, check=False)
-    if _link_exists(network_id):
+    if link_exists(network_id):
         _ip("link", "delete", network_id, check=False)
 
 
@@ -246,7 +246,7 @@ def namespaces() -> list[str]:
     return [entry["name"] for entry in listed]
 
 
-def _link_exists(name: str) -> bool:
+def link_exists(name: str) -> bool:
     return _ip("link", "show", "dev", name, check=False).returncode == 0
 
 
