@@ -10,9 +10,11 @@ which Jinja's autoescaping does.
 from __future__ import annotations
 
 import json
+import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -24,10 +26,6 @@ from .shopstore import ShopStore
 
 USERNAME_MIN, USERNAME_MAX = 3, 32
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
-
-# Verified when a username is unknown, so that "no such user" takes as long as
-# "wrong password" and response times do not reveal which names exist.
-_DUMMY_HASHES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -96,6 +94,17 @@ def register(
     return outcome
 
 
+@cache
+def dummy_hash(hash_method: str) -> str:
+    """A hash to verify when the username is unknown, made once per method.
+
+    "No such user" then costs one password check, as "wrong password" does, so
+    response times do not reveal which names exist. Made once: computing it on
+    every call (as `dict.setdefault(k, generate(...))` would) doubles the cost.
+    """
+    return generate_password_hash(secrets.token_urlsafe(16), method=hash_method)
+
+
 def authenticate(store: ShopStore, username: Any, password: Any, *, hash_method: str) -> User:
     """The user with these credentials, or a 401 that does not say which part was wrong."""
     denied = ShopError(401, "bad_credentials", "Wrong username or password.")
@@ -107,11 +116,9 @@ def authenticate(store: ShopStore, username: Any, password: Any, *, hash_method:
     user_id = store.client.hget(keys.users_by_name(), folded)
     raw = store.client.hget(keys.users(), user_id) if user_id else None
     if raw is None:
-        dummy = _DUMMY_HASHES.setdefault(hash_method, generate_password_hash("x", hash_method))
-        check_password_hash(dummy, password)
+        check_password_hash(dummy_hash(hash_method), password)
         raise denied
     record = json.loads(raw)
     if not check_password_hash(record["password_hash"], password):
         raise denied
     return User(id=record["id"], username=record["username"])
-

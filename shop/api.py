@@ -34,17 +34,68 @@ def only_json_and_same_site() -> None:
         raise ShopError(415, "unsupported_media_type", "Send the body as application/json.")
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a clear 4xx (415 not JSON, 400 malformed or not an object)."""
+# Every body of this API is one flat object; a deeper nesting is refused before
+# parsing, since Python's json recurses once per level (1,000 levels of "["
+# in 2 KB would be a RecursionError, a 500).
+MAX_JSON_DEPTH = 16
+
+
+def nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether JSON `text` opens more than `limit` arrays/objects inside each other.
+
+    A linear scan that skips strings; it runs only when the text holds more
+    than `limit` brackets at all, so ordinary bodies cost two str.count calls.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def json_body(*fields: str) -> dict[str, Any]:
+    """The request's JSON object, with no member but `fields`, or a clear 4xx.
+
+    415 not JSON; 413 too large; 400 malformed, nested too deep, not an
+    object, or with a member this endpoint does not take (the OpenAPI document
+    says ``additionalProperties: false``).
+    """
     if request.mimetype != "application/json":
         raise ShopError(415, "unsupported_media_type", "Send the body as application/json.")
     raw = request.get_data(cache=True)  # 413 beyond MAX_CONTENT_LENGTH
     try:
-        body = json.loads(raw)
+        text = raw.decode("utf-8")
+        if nesting_exceeds(text, MAX_JSON_DEPTH):
+            raise ShopError(
+                400, "malformed_json", f"The body nests more than {MAX_JSON_DEPTH} levels deep."
+            )
+        body = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise ShopError(400, "malformed_json", "The body is not valid JSON.")
     if not isinstance(body, dict):
         raise ShopError(400, "bad_request", "The body must be a JSON object.")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ShopError(
+            400,
+            "unknown_field",
+            f"This endpoint takes only {', '.join(fields)}; not {', '.join(unknown)}.",
+        )
     return body
 
 
@@ -62,7 +113,7 @@ def _no_content() -> Response:
 
 @bp.post("/register")
 def register():
-    body = json_body()
+    body = json_body("username", "password")
     outcome = accounts.register(
         appstate.store(),
         body.get("username"),
@@ -75,7 +126,7 @@ def register():
 
 @bp.post("/login")
 def login():
-    body = json_body()
+    body = json_body("username", "password")
     user = identity.log_in(body.get("username"), body.get("password"))
     return jsonify({"username": user.username})
 
@@ -107,7 +158,7 @@ def get_cart():
 
 @bp.post("/cart/items")
 def add_item():
-    body = json_body()
+    body = json_body("product_id", "qty")
     product_id = cart.parse_product_id(body.get("product_id"))
     qty = cart.parse_qty(body.get("qty"))
     claim = _claim(body)
@@ -118,7 +169,7 @@ def add_item():
 
 @bp.put("/cart/items/<product_id>")
 def set_item(product_id: str):
-    body = json_body()
+    body = json_body("qty")
     product_id = cart.parse_product_id(product_id)
     qty = cart.parse_qty(body.get("qty"), allow_zero=True)
     claim = _claim(body)

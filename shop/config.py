@@ -95,8 +95,11 @@ def load_config(
         "LOGIN_MAX_PER_IP": _int(env, "SHOP_LOGIN_MAX_PER_IP", 30),
         "LOGIN_WINDOW": _int(env, "SHOP_LOGIN_WINDOW", 300),
         "PASSWORD_HASH_METHOD": env.get("SHOP_PASSWORD_HASH", "scrypt"),
+        # Addresses, CIDR ranges or "unix" (shop/proxy.py). Not 127.0.0.1 by
+        # default: any local process can reach a loopback port, and would then
+        # choose the address the login throttle counts.
         "TRUSTED_PROXIES": [
-            p.strip() for p in env.get("SHOP_TRUSTED_PROXIES", "127.0.0.1").split(",") if p.strip()
+            p.strip() for p in env.get("SHOP_TRUSTED_PROXIES", "unix").split(",") if p.strip()
         ],
         "SEED_CATALOG": _flag(env.get("SHOP_SEED_CATALOG"), True),
         "HEARTBEAT_INTERVAL": _float(env, "SHOP_HEARTBEAT_INTERVAL", 1.0),

@@ -89,11 +89,12 @@ def log_in(username: Any, password: Any) -> User:
         window_seconds=config["LOGIN_WINDOW"],
     )
     shop = store()
-    throttle.count_attempt(shop, folded, client_address(), limits)
+    address = client_address()
+    throttle.count_attempt(shop, folded, address, limits)
     user = accounts.authenticate(
         shop, username, password, hash_method=config["PASSWORD_HASH_METHOD"]
     )
-    throttle.clear_user(shop, folded)
+    throttle.clear_user(shop, folded, address)
     start_session(user)
     return user
 

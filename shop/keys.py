@@ -32,9 +32,11 @@ Each entry: key, type, TTL, who writes it.
   the first result of an idempotent request. Written by the idempotency
   envelope of every script, in the same atomic step as the change it guards.
   ``<scope>`` is ``u:<user id>`` or ``a:<visitor id>``.
-- ``shop:throttle:login:user:<name>`` string counter, TTL the window:
-  throttle.py (INCR + EXPIRE NX); deleted after a successful login.
-- ``shop:throttle:login:ip:<address>`` string counter, TTL the window:
+- ``shop:throttle:login:user:<source>:<name>`` string counter, TTL the
+  window: login attempts for one casefolded username from one source (an IPv4
+  address or an IPv6 /64), throttle.py (INCR + EXPIRE NX); deleted after a
+  successful login from that source.
+- ``shop:throttle:login:ip:<source>`` string counter, TTL the window:
   throttle.py (INCR + EXPIRE NX).
 
 The cluster view (shop/heartbeat.py), written by each gunicorn worker's
@@ -128,14 +130,17 @@ def idempotency(scope: str, key: str) -> str:
     return f"{PREFIX}idem:{scope}:{digest}"
 
 
-def login_throttle_user(folded_username: str) -> str:
-    """Failed-and-pending login attempts for one username in the current window."""
-    return f"{PREFIX}throttle:login:user:{folded_username}"
+def login_throttle_user(folded_username: str, source: str) -> str:
+    """Login attempts for one username from one source in the current window.
+
+    The source comes first: a name may hold ":", an address never ends with one.
+    """
+    return f"{PREFIX}throttle:login:user:{source}:{folded_username}"
 
 
-def login_throttle_ip(address: str) -> str:
-    """Login attempts from one client address in the current window."""
-    return f"{PREFIX}throttle:login:ip:{address}"
+def login_throttle_ip(source: str) -> str:
+    """Login attempts from one source (address or IPv6 /64) in the current window."""
+    return f"{PREFIX}throttle:login:ip:{source}"
 
 
 def cluster_worker(replica: str, pid: int) -> str:

@@ -1,33 +1,66 @@
-"""Login throttling with Redis counters, per username and per client address.
+"""Login throttling with Redis counters: per username *and source*, and per source.
 
 Every attempt is counted *before* the password is checked (INCR is atomic, so
 a burst spread over many replicas gets exactly the allowed number of tries);
-a successful login clears its username's counter. Counters expire with their
-window, so nothing needs sweeping. A few lines of Redis were chosen over
-Flask-Limiter because the rule needs to reset on success and to share the
-store and failure handling the rest of the shop already has.
+a successful login clears its (username, source) counter. Counters expire with
+their window, so nothing needs sweeping.
+
+Why per username and source, not per username alone: a per-user counter fed
+from everywhere lets any stranger lock the owner out (six wrong tries, and the
+right password is refused for the whole window). Counted per (username,
+source), a guesser is slowed to `per_user` tries per window from each address
+and `per_ip` tries per address whatever the names, while the owner, from
+anywhere else, logs in as usual. What it gives up: a guesser with many
+addresses gets `per_user` tries per address. A backoff that a known device's
+cookie passes would close that too; it needs a device registry, and the
+per-address limit already prices each address at `per_ip` tries per window.
+
+A source is the client's address as shop/proxy.py establishes it; IPv6
+addresses count per /64, the block one subscriber usually gets (counting per
+/128 would let one machine rotate through 2**64 "sources").
+
+A few lines of Redis were chosen over Flask-Limiter because the rule needs to
+reset on success and to share the store and failure handling the rest of the
+shop already has.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from . import keys
 from .errors import ShopError
 from .shopstore import ShopStore
 
+IPV6_SOURCE_PREFIX = 64
+
 
 @dataclass(frozen=True)
 class Limits:
-    per_user: int
-    per_ip: int
+    per_user: int  # per (username, source)
+    per_ip: int  # per source, all names together
     window_seconds: int
+
+
+def source_of(address: str) -> str:
+    """The throttle's notion of one source: the IPv4 address, or the IPv6 /64."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown", or a unix-socket peer without an address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{IPV6_SOURCE_PREFIX}", strict=False))
+    return str(parsed)
 
 
 def count_attempt(store: ShopStore, folded_username: str, address: str, limits: Limits) -> None:
     """Count one login attempt; raise a 429 with Retry-After once a limit is passed."""
-    user_key = keys.login_throttle_user(folded_username)
-    ip_key = keys.login_throttle_ip(address)
+    source = source_of(address)
+    user_key = keys.login_throttle_user(folded_username, source)
+    ip_key = keys.login_throttle_ip(source)
     pipe = store.client.pipeline(transaction=True)
     for key in (user_key, ip_key):
         pipe.incr(key)
@@ -49,6 +82,6 @@ def count_attempt(store: ShopStore, folded_username: str, address: str, limits: 
         )
 
 
-def clear_user(store: ShopStore, folded_username: str) -> None:
-    """Forget a username's attempts after it logged in successfully."""
-    store.client.delete(keys.login_throttle_user(folded_username))
+def clear_user(store: ShopStore, folded_username: str, address: str) -> None:
+    """Forget a username's attempts from this source after it logged in successfully."""
+    store.client.delete(keys.login_throttle_user(folded_username, source_of(address)))

@@ -9,9 +9,11 @@ messages on the page the user came from.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -100,10 +102,23 @@ def _login_first(message: str, back: str) -> Response:
     return _see_other("web.login", next=url_for(back))
 
 
-def _safe_next(target: str | None) -> str:
-    """Only local paths are followed after login (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
+# A path on this site, as RFC 3986 spells one: "/" then path and query
+# characters only. No second "/" or backslash at the start (a browser reads
+# "//host" and "/\host" as another site), and no whitespace or control
+# character anywhere (browsers drop a tab or newline, so "/<tab>/host" becomes
+# "//host"; and a newline in a Location header is a 500 from Werkzeug).
+LOCAL_PATH_RE = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/%?]*")
+
+
+def safe_next(target: str | None) -> str:
+    """`target` if a strict parse says it is a path on this site, else the catalog.
+
+    The allow-list decides; urlsplit then confirms there is no scheme or host.
+    """
+    if target and LOCAL_PATH_RE.fullmatch(target):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for("web.catalog_page")
 
 
@@ -221,7 +236,7 @@ def register():
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    next_path = _safe_next(request.values.get("next"))
+    next_path = safe_next(request.values.get("next"))
     if request.method == "GET":
         return _form_page("login.html", username="", next_path=next_path)
     username = request.form.get("username", "")

@@ -207,10 +207,12 @@ def test_login_is_throttled_per_username_with_retry_after(redis_server, redis_cl
 
 
 def test_login_is_throttled_per_client_address(redis_server, redis_client):
-    app = make_app(redis_server.url, LOGIN_MAX_PER_USER=100, LOGIN_MAX_PER_IP=2)
+    app = make_app(
+        redis_server.url, LOGIN_MAX_PER_USER=100, LOGIN_MAX_PER_IP=2, TRUSTED_PROXIES=["127.0.0.1"]
+    )
     client = app.test_client()
     register(client, "liam")
-    via = {"X-Forwarded-For": "203.0.113.7"}  # from the trusted local proxy
+    via = {"X-Forwarded-For": "203.0.113.7"}  # from the trusted proxy (the test client's peer)
     for name in ("a-one", "a-two"):
         bad = {"username": name, "password": "whatever1"}
         assert client.post("/api/login", json=bad, headers=via).status_code == 401

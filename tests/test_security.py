@@ -1,0 +1,221 @@
+"""What a hostile user tried against the app itself, and what holds now (issue 18).
+
+Each test here failed on the code before the fix it protects: an open redirect
+after login, usernames told apart by timing, a JSON body nested deep enough to
+crash the parser, a login throttle a stranger could use to lock the owner out,
+X-Forwarded-For believed from whoever sent it, and anonymous visitors costing
+Redis memory at a bot's pace. The cluster-level defences (Redis password,
+replicas reachable only from nginx, slow clients) are in
+tests/test_cluster_security.py; nginx's own answers in tests/test_nginx_config.py.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from shop_support import PASSWORD, make_app, register, snapshot, submit
+
+from shop import keys
+from shop.proxy import TrustedProxyFix
+
+# -- 1. open redirect after login ---------------------------------------------
+
+OFF_SITE = [
+    "/%09/evil.example",  # a tab after the slash: browsers drop it, leaving //evil.example
+    "/%0a/evil.example",  # a newline (was a 500: Werkzeug refuses it in a header)
+    "/%0d/evil.example",
+    "//evil.example/",
+    "/%5Cevil.example",  # "/\evil.example": a backslash, which browsers read as "/"
+    "/%20/evil.example",
+    "https://evil.example/",
+    "javascript:alert(1)",
+    "%2F%2Fevil.example",
+]
+
+
+@pytest.mark.parametrize("next_value", OFF_SITE)
+def test_login_sends_anything_but_a_local_path_home(shop_app, next_value):
+    browser = shop_app.test_client()
+    register(browser, "rita")
+    page = browser.get(f"/login?next={next_value}")
+    assert page.status_code == 200
+    response = submit(
+        browser, f"/login?next={next_value}", "/login", password=PASSWORD, username="rita"
+    )
+    assert response.status_code == 303 and response.location == "/"
+
+
+@pytest.mark.parametrize("path", ["/cart", "/orders?page=2", "/cart/", "/a-b_c.d~e"])
+def test_login_still_follows_a_local_path(shop_app, path):
+    browser = shop_app.test_client()
+    register(browser, "sven")
+    response = submit(browser, f"/login?next={path}", "/login", username="sven", password=PASSWORD)
+    assert response.status_code == 303 and response.location == path
+
+
+# -- 2. username enumeration by timing ------------------------------------------
+
+# A hash slow enough that one more of it dwarfs a Redis round trip and the
+# machine's noise (about 20 ms here), cheap enough for a few tries.
+SLOW_HASH = "pbkdf2:sha256:60000"
+TRIES = 7
+
+
+def test_an_unknown_name_costs_the_same_one_hash_as_a_wrong_password(redis_server, redis_client):
+    app = make_app(
+        redis_server.url,
+        PASSWORD_HASH_METHOD=SLOW_HASH,
+        LOGIN_MAX_PER_USER=100,
+        LOGIN_MAX_PER_IP=100,
+    )
+    client = app.test_client()
+    register(client, "known-user")
+
+    def seconds(username: str) -> float:
+        start = time.perf_counter()
+        response = client.post("/api/login", json={"username": username, "password": "wrong pw 1"})
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 401
+        return elapsed
+
+    seconds("warm-up-name")  # the dummy hash is made once, on first use
+    known, unknown = [], []
+    for attempt in range(TRIES):  # interleaved, so a noisy moment hits both alike
+        known.append(seconds("known-user"))
+        unknown.append(seconds(f"nobody-{attempt}"))
+    ratio = statistics.median(unknown) / statistics.median(known)
+    # Two hashes against one was a ratio of 2; equal work is 1 give or take noise.
+    assert 0.67 < ratio < 1.5, (ratio, known, unknown)
+
+
+# -- 5. deeply nested JSON ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"username":' + "[" * 5000 + "]" * 5000 + "}",
+        '{"a":' * 1000 + "1" + "}" * 1000,
+    ],
+    ids=["arrays", "inside-a-member", "objects"],
+)
+@pytest.mark.parametrize("path", ["/api/login", "/api/register", "/api/cart/items"])
+def test_deeply_nested_json_is_a_400_not_a_crash(api, redis_client, body, path):
+    before = snapshot(redis_client)
+    response = api.post(path, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "malformed_json"
+    assert snapshot(redis_client) == before
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(api):
+    name = "[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{"[:32]
+    response = api.post("/api/register", json={"username": name, "password": PASSWORD})
+    assert response.status_code == 201
+
+
+def test_a_member_an_endpoint_does_not_take_is_refused(api, redis_client):
+    before = snapshot(redis_client)
+    response = api.post(
+        "/api/register", json={"username": "ursula", "password": PASSWORD, "admin": True}
+    )
+    assert response.status_code == 400 and response.get_json()["error"] == "unknown_field"
+    assert snapshot(redis_client) == before
+
+
+# -- 6. a throttle that slows guessing but locks nobody out ---------------------
+
+
+def throttled_app(redis_server, **limits):
+    # Requests arrive as from nginx on 127.0.0.1, which forwards each client's address.
+    return make_app(redis_server.url, TRUSTED_PROXIES=["127.0.0.1"], **limits)
+
+
+def login_from(client, address: str, password: str, username: str = "owner"):
+    return client.post(
+        "/api/login",
+        json={"username": username, "password": password},
+        headers={"X-Forwarded-For": address},
+    )
+
+
+def test_a_stranger_guessing_cannot_lock_the_owner_out(redis_server, redis_client):
+    app = throttled_app(redis_server, LOGIN_MAX_PER_USER=5, LOGIN_MAX_PER_IP=100)
+    attacker, owner = app.test_client(), app.test_client()
+    register(owner, "owner")
+    for _ in range(6):
+        login_from(attacker, "198.51.100.66", "wrong guess")
+    response = login_from(owner, "203.0.113.10", PASSWORD)
+    assert response.status_code == 200, response.get_json()
+
+
+def test_guessing_one_name_from_one_source_is_still_throttled(redis_server, redis_client):
+    app = throttled_app(redis_server, LOGIN_MAX_PER_USER=5, LOGIN_MAX_PER_IP=100)
+    client = app.test_client()
+    register(client, "owner")
+    statuses = [login_from(client, "198.51.100.66", f"guess {i}").status_code for i in range(5)]
+    assert statuses == [401] * 5
+    # The sixth try is refused before the password is looked at: even the right one.
+    throttled = login_from(client, "198.51.100.66", PASSWORD)
+    assert throttled.status_code == 429 and 0 < int(throttled.headers["Retry-After"]) <= 300
+
+
+def test_rotating_names_from_one_source_meets_the_per_source_limit(redis_server, redis_client):
+    app = throttled_app(redis_server, LOGIN_MAX_PER_USER=5, LOGIN_MAX_PER_IP=4)
+    client = app.test_client()
+    statuses = [
+        login_from(client, "198.51.100.66", "guess", username=f"name-{i}").status_code
+        for i in range(5)
+    ]
+    assert statuses == [401, 401, 401, 401, 429]
+
+
+def test_an_ipv6_client_counts_as_its_slash_64(redis_server, redis_client):
+    app = throttled_app(redis_server, LOGIN_MAX_PER_USER=2, LOGIN_MAX_PER_IP=100)
+    client = app.test_client()
+    statuses = [
+        login_from(client, f"2001:db8:1:2::{i:x}", "guess").status_code for i in range(1, 4)
+    ]
+    assert statuses == [401, 401, 429]
+    assert redis_client.exists(keys.login_throttle_ip("2001:db8:1:2::/64"))
+
+
+# -- X-Forwarded-For only from configured proxies ----------------------------------
+
+
+def test_by_default_no_tcp_peer_is_believed_not_even_loopback(redis_server, redis_client):
+    app = make_app(redis_server.url, LOGIN_MAX_PER_IP=1)
+    client = app.test_client()
+    bad = {"username": "mike", "password": "whatever1"}
+    # A local process talking to a replica's port directly, inventing addresses:
+    for made_up in ("198.51.100.1", "198.51.100.2"):
+        last = client.post("/api/login", json=bad, headers={"X-Forwarded-For": made_up})
+    assert last.status_code == 429
+    assert redis_client.get(keys.login_throttle_ip("127.0.0.1")) == "2"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "believed"),
+    [
+        (["10.42.0.0/16"], "10.42.7.9", True),
+        (["10.42.0.0/16"], "10.43.0.1", False),
+        (["127.0.0.1"], "127.0.0.1", True),
+        (["127.0.0.1"], "127.0.0.2", False),
+        (["198.18.0.0/24", "198.18.1.5"], "198.18.1.5", True),
+        (["fd00::/8"], "fd12::1", True),
+        (["127.0.0.0/8"], "::ffff:127.0.0.1", True),
+        (["unix"], "", True),
+        (["10.0.0.0/8"], "", False),
+        (["unix"], "127.0.0.1", False),
+    ],
+)
+def test_trusted_proxies_are_addresses_cidr_ranges_or_unix_socket_peers(trusted, peer, believed):
+    assert TrustedProxyFix(None, trusted).is_trusted(peer) is believed
+
+
+def test_a_malformed_trusted_proxy_entry_stops_the_app_with_its_name(redis_server):
+    with pytest.raises(ValueError, match="10.0.0.0/33"):
+        make_app(redis_server.url, TRUSTED_PROXIES=["10.0.0.0/33"])
