@@ -23,11 +23,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from datetime import timedelta
 
     from flask import Flask
-    from flask_wtf.csrf import CSRFProtect
 
     import sessionstore
 
-    from . import api, appstate, clusterview, handlers, health, identity, metrics, web
+    from . import api, appstate, clusterview, csrf, handlers, health, identity, metrics, web
     from .config import load_config
     from .proxy import TrustedProxyFix
     from .shopstore import ShopStore
@@ -62,8 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         observer=metrics.ScriptMetrics(),
     )
 
-    csrf = CSRFProtect(app)
-    csrf.exempt(api.bp)  # the API only accepts application/json, which forms cannot send
+    csrf.init_app(app)  # the forms; the API only accepts application/json, which forms cannot send
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(web.bp)

@@ -68,6 +68,11 @@ def nesting_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity: Python's json reads them, JSON has no such thing."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def json_body(*fields: str) -> dict[str, Any]:
     """The request's JSON object, with no member but `fields`, or a clear 4xx.
 
@@ -84,7 +89,7 @@ def json_body(*fields: str) -> dict[str, Any]:
             raise ShopError(
                 400, "malformed_json", f"The body nests more than {MAX_JSON_DEPTH} levels deep."
             )
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError):
         raise ShopError(400, "malformed_json", "The body is not valid JSON.")
     if not isinstance(body, dict):

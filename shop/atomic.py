@@ -27,7 +27,7 @@ from sessionstore import LuaScript, NotReplicated, run_script
 
 from . import keys
 from .errors import ShopError
-from .idempotency import RECORD_TTL_SECONDS, IdempotencyClaim
+from .idempotency import IdempotencyClaim
 from .shopstore import ShopStore
 
 _NO_KEY = keys.idempotency("none", "none")  # a placeholder KEYS[1]; never read or written
@@ -71,7 +71,7 @@ def run(
     script = _script(name)
     record_key = claim.record_key if claim else _NO_KEY
     fingerprint = claim.fingerprint if claim else ""
-    argv = [fingerprint, RECORD_TTL_SECONDS, *args]
+    argv = [fingerprint, claim.ttl_seconds if claim else 0, *args]
     all_keys = [record_key, *keys_]
     try:
         kind, record = run_script(store.client, script, all_keys, argv, durability=store.durability)

@@ -1,9 +1,11 @@
 """Carts: one Redis hash per owner (product id -> qty), changed only by Lua scripts.
 
-An owner is a logged-in user (cart kept without TTL) or an anonymous visitor
-(cart expires a week after its last change). Limits: 1..99 per line, at most
-50 lines. Every change is a single script, so two replicas changing one cart
-at once never lose either change.
+An owner is a logged-in user (cart kept without TTL, at most 50 lines) or an
+anonymous visitor (at most 20 lines, expiring after its last change no later
+than the visitor's session can: once the session is gone nobody can reach the
+cart, so anything longer is memory kept for nobody). 1..99 per line. Every
+change is a single script, so two replicas changing one cart at once never
+lose either change.
 """
 
 from __future__ import annotations
@@ -19,30 +21,37 @@ from .shopstore import ShopStore
 
 MAX_QTY = 99
 MAX_LINES = 50
-VISITOR_CART_TTL_SECONDS = 7 * 24 * 3600
+# An anonymous cart costs Redis memory for anyone who asks, bots included:
+# room for more than the whole catalog, far less than a user's.
+MAX_VISITOR_LINES = 20
 PRODUCT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
+# A malformed request is a 400 whatever the cart holds; a well-formed one the
+# cart's state forbids right now is a 409 (as an empty cart at checkout).
 ERRORS = {
     "unknown_product": (404, "There is no such product."),
-    "cart_full": (400, f"A cart holds at most {MAX_LINES} different products."),
-    "qty_limit": (400, f"At most {MAX_QTY} of one product fit in a cart."),
+    "cart_full": (409, "A cart holds at most {limit} different products."),
+    "qty_limit": (409, f"At most {MAX_QTY} of one product fit in a cart."),
 }
 
 
 @dataclass(frozen=True)
 class Owner:
-    """Whose cart: the Redis key, and the TTL its changes refresh (0: none)."""
+    """Whose cart: the Redis key, the TTL its changes refresh (0: none), its line limit."""
 
     key: str
     ttl: int
+    max_lines: int = MAX_LINES
 
     @classmethod
     def user(cls, user_id: str) -> Owner:
         return cls(keys.cart(keys.user_owner(user_id)), 0)
 
     @classmethod
-    def visitor(cls, visitor_id: str) -> Owner:
-        return cls(keys.cart(keys.visitor_owner(visitor_id)), VISITOR_CART_TTL_SECONDS)
+    def visitor(cls, visitor_id: str, ttl_seconds: int) -> Owner:
+        """An anonymous visitor's cart; `ttl_seconds`: the longest its session can live."""
+        key = keys.cart(keys.visitor_owner(visitor_id))
+        return cls(key, ttl_seconds, MAX_VISITOR_LINES)
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,12 @@ def _bad_qty(allow_zero: bool) -> ShopError:
 
 
 def parse_qty(value: Any, *, allow_zero: bool = False) -> int:
-    """Validate a JSON qty: an integer (not a bool, float or string) in range."""
+    """Validate a JSON qty: a whole number (not a bool or a string) in range.
+
+    ``2.0`` is the number 2, as JSON and JSON Schema's "integer" have it; 2.5 is not.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad_qty(allow_zero)
     if not (0 if allow_zero else 1) <= value <= MAX_QTY:
@@ -127,13 +141,13 @@ def _change_line(
         store,
         script,
         [owner.key, keys.products()],
-        [product_id, qty, MAX_QTY, MAX_LINES, owner.ttl],
+        [product_id, qty, MAX_QTY, owner.max_lines, owner.ttl],
         claim,
     )
     code = outcome.result.get("error")
     if code:
         status, message = ERRORS[code]
-        raise ShopError(status, code, message)
+        raise ShopError(status, code, message.format(limit=owner.max_lines))
     return outcome
 
 
@@ -161,7 +175,7 @@ def set_qty(
 
 def merge(store: ShopStore, source: Owner, target: Owner) -> dict[str, Any]:
     """Move `source`'s lines into `target`'s cart atomically; ``{moved, dropped}``."""
-    outcome = atomic.run(store, "cart_merge", [source.key, target.key], [MAX_QTY, MAX_LINES])
+    outcome = atomic.run(store, "cart_merge", [source.key, target.key], [MAX_QTY, target.max_lines])
     return outcome.result
 
 

@@ -1,5 +1,9 @@
 """The live cluster page (/cluster) and its JSON (/api/cluster), from the heartbeats.
 
+Anyone sees each replica's name and whether it is alive; process details
+(pids, uptime, request counts) only a client on the cluster's own host, or
+every client where SHOP_CLUSTER_DETAILS=1 says so (see `shows_details`).
+
 Any replica can draw the whole cluster, because every worker's heartbeat is in
 the shared Redis (shop/heartbeat.py). The page names the replica that served
 it; static/cluster.js re-fetches /api/cluster every 2 s and redraws the table,
@@ -9,12 +13,13 @@ and without script a <noscript> meta refresh reloads the whole page instead
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from . import appstate, heartbeat
+from . import appstate, heartbeat, identity
 from .formatting import duration
 
 bp = Blueprint("cluster", __name__)
@@ -23,16 +28,40 @@ bp.add_app_template_filter(duration, "duration")  # as static/cluster.js writes 
 REFRESH_SECONDS = 2
 
 
+# What anyone may see of a replica: that it exists and whether it is alive.
+PUBLIC_FIELDS = ("name", "alive")
+
+
+def shows_details() -> bool:
+    """Whether this client may see process details (pids, uptime, request counts).
+
+    A stranger learns nothing useful from them but the shape of the cluster and
+    its load; the cluster's own host (the developer's browser, `shop-cluster
+    status`) or a deployment that says so (SHOP_CLUSTER_DETAILS=1) sees them.
+    """
+    if current_app.config["CLUSTER_DETAILS"]:
+        return True
+    try:
+        return ipaddress.ip_address(identity.client_address()).is_loopback
+    except ValueError:
+        return False
+
+
 def cluster_status() -> dict[str, Any]:
     """What /api/cluster returns: who served this, and every replica seen recently."""
     now = time.time()
     replicas = heartbeat.read_cluster(appstate.store().client, now)
+    details = shows_details()
+    rows = [r.to_json() for r in replicas]
+    if not details:
+        rows = [{field: row[field] for field in PUBLIC_FIELDS} for row in rows]
     return {
         "served_by": current_app.config["REPLICA_NAME"],
         "generated_at": round(now, 3),
         "refresh_seconds": REFRESH_SECONDS,
         "alive": sum(1 for r in replicas if r.alive),
-        "replicas": [r.to_json() for r in replicas],
+        "details": details,
+        "replicas": rows,
     }
 
 

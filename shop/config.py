@@ -103,15 +103,17 @@ def load_config(
         ],
         "SEED_CATALOG": _flag(env.get("SHOP_SEED_CATALOG"), True),
         "HEARTBEAT_INTERVAL": _float(env, "SHOP_HEARTBEAT_INTERVAL", 1.0),
+        # Process details on the cluster page for every client, not only this host's.
+        "CLUSTER_DETAILS": _flag(env.get("SHOP_CLUSTER_DETAILS"), False),
         "REPLICA_STARTED": _float(env, "SHOP_REPLICA_STARTED", None),
         "SHOP_REPLICA_ACKS": _int(env, "SHOP_REPLICA_ACKS", 0),
         "SHOP_REPLICA_ACK_TIMEOUT": _float(env, "SHOP_REPLICA_ACK_TIMEOUT", 0.5),
         "SESSION_REPLICA_ACKS": _int(env, "SESSION_REPLICA_ACKS", 0),
         "SESSION_REPLICA_ACK_TIMEOUT": _float(env, "SESSION_REPLICA_ACK_TIMEOUT", 0.5),
         "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR") or None,
-        # The JSON API is exempted from CSRF (it only takes application/json);
-        # the HTML forms carry a token bound to the session.
-        "WTF_CSRF_TIME_LIMIT": None,
+        # The HTML forms carry a CSRF token (shop/csrf.py); tests may turn the
+        # check off. The JSON API never needs one (it only takes application/json).
+        "CSRF_ENABLED": True,
     }
     settings.update(overrides)
     return settings

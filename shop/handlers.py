@@ -15,7 +15,6 @@ import re
 import uuid
 
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
-from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from . import metrics
@@ -46,10 +45,6 @@ HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
-CSRF_MESSAGE = (
-    "This form has expired or did not come from this site. "
-    "Nothing was changed: go back, reload the page and try again."
-)
 
 
 def wants_json() -> bool:
@@ -126,9 +121,6 @@ def _finish(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Register the error handlers and request hooks on `app`."""
     app.register_error_handler(ShopError, error_response)
-    app.register_error_handler(
-        CSRFError, lambda exc: error_response(ShopError(400, "csrf_failed", CSRF_MESSAGE))
-    )
     for exc_type in STORE_ERRORS:
         app.register_error_handler(exc_type, _store_down)
     app.register_error_handler(HTTPException, _http_error)

@@ -9,12 +9,11 @@ session server-side, idempotency scoped per user or visitor) live once.
 from __future__ import annotations
 
 import secrets
-import unicodedata
 from typing import Any
 
 from flask import current_app, request, session
 
-from . import accounts, cart, idempotency, throttle
+from . import accounts, cart, csrf, idempotency, throttle
 from .accounts import User
 from .appstate import store
 from .errors import ShopError
@@ -49,13 +48,22 @@ def _visitor_id(create: bool) -> str | None:
     return visitor
 
 
+def _visitor_lifetime() -> int:
+    """The longest an anonymous visitor's session, and so its id, can live (seconds)."""
+    return int(current_app.config["SESSION_ABSOLUTE_TIMEOUT"])
+
+
+def _visitor_cart(visitor: str) -> cart.Owner:
+    return cart.Owner.visitor(visitor, _visitor_lifetime())
+
+
 def cart_owner(create: bool = False) -> cart.Owner | None:
     """Whose cart this request works on; an anonymous visitor gets an id when `create`."""
     user = current_user()
     if user is not None:
         return cart.Owner.user(user.id)
     visitor = _visitor_id(create)
-    return cart.Owner.visitor(visitor) if visitor else None
+    return _visitor_cart(visitor) if visitor else None
 
 
 def claim(key: str | None, request_parts: list[Any]) -> IdempotencyClaim | None:
@@ -69,6 +77,8 @@ def claim(key: str | None, request_parts: list[Any]) -> IdempotencyClaim | None:
         key=key,
         secret=current_app.secret_key or "",
         request_parts=[request.method, request.path, *request_parts],
+        # An anonymous visitor's records are unreachable once its session is gone.
+        ttl_seconds=idempotency.RECORD_TTL_SECONDS if user else _visitor_lifetime(),
     )
 
 
@@ -82,7 +92,7 @@ def log_in(username: Any, password: Any) -> User:
     if not isinstance(username, str) or not isinstance(password, str):
         raise ShopError(400, "bad_request", "username and password must be strings.")
     config = current_app.config
-    folded = accounts.fold(unicodedata.normalize("NFKC", username))[: 4 * accounts.USERNAME_MAX]
+    folded = accounts.fold(username)[: 4 * accounts.USERNAME_MAX]
     limits = throttle.Limits(
         per_user=config["LOGIN_MAX_PER_USER"],
         per_ip=config["LOGIN_MAX_PER_IP"],
@@ -103,14 +113,15 @@ def start_session(user: User) -> None:
     """Make `user` the session's user: merge the anonymous cart, then a new session id.
 
     The id is regenerated so that an id planted before login (session
-    fixation) is worthless afterwards.
+    fixation) is worthless afterwards; so is the CSRF value, for the same reason.
     """
     visitor = session.pop(VISITOR_ID, None)
     if visitor:
-        cart.merge(store(), cart.Owner.visitor(visitor), cart.Owner.user(user.id))
+        cart.merge(store(), _visitor_cart(visitor), cart.Owner.user(user.id))
     session.regenerate()
     session[USER_ID] = user.id
     session[USERNAME] = user.username
+    csrf.rotate()
 
 
 def log_out() -> None:

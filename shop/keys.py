@@ -21,14 +21,17 @@ Each entry: key, type, TTL, who writes it.
 - ``shop:users:next-id`` string counter, no TTL: register.lua (INCR).
 - ``shop:cart:u:<user id>`` hash, no TTL: product id -> qty (1..99).
   Written by cart_add.lua, cart_set.lua, cart_merge.lua; cleared by checkout.lua.
-- ``shop:cart:a:<visitor id>`` hash, TTL 7 days refreshed on every change: an
-  anonymous visitor's cart (the visitor id lives in the session). Merged into
-  the user's cart and deleted by cart_merge.lua at login.
+- ``shop:cart:a:<visitor id>`` hash, TTL the session's absolute timeout
+  (``SESSION_ABSOLUTE_TIMEOUT``, 12 h) refreshed on every change: an anonymous
+  visitor's cart (the visitor id lives in the session, which cannot outlive
+  that), at most 20 lines. Merged into the user's cart and deleted by
+  cart_merge.lua at login.
 - ``shop:orders`` hash, no TTL: order id -> order JSON. Written by checkout.lua.
 - ``shop:orders:next-id`` string counter, no TTL: checkout.lua (INCR).
 - ``shop:user-orders:<user id>`` list, no TTL: order ids, newest first
   (checkout.lua, LPUSH).
-- ``shop:idem:<scope>:<sha256(key)>`` string, TTL 24 h: JSON ``{fp, result}``,
+- ``shop:idem:<scope>:<sha256(key)>`` string, TTL 24 h (an anonymous visitor's:
+  the session's absolute timeout, if shorter): JSON ``{fp, result}``,
   the first result of an idempotent request. Written by the idempotency
   envelope of every script, in the same atomic step as the change it guards.
   ``<scope>`` is ``u:<user id>`` or ``a:<visitor id>``.

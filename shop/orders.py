@@ -32,7 +32,8 @@ def checkout(
 ) -> atomic.Outcome:
     """Turn the user's cart into an order; result ``{order_id, total_cents, items, ...}``.
 
-    Raises 400 for an empty cart and 409 naming the short lines.
+    Raises 409 for an empty cart and 409 naming the short lines: the request
+    is well formed, the cart's state forbids it now.
     """
     outcome = atomic.run(
         store,
@@ -50,7 +51,7 @@ def checkout(
     )
     code = outcome.result.get("error")
     if code == "empty_cart":
-        raise ShopError(400, "empty_cart", "Your cart is empty.")
+        raise ShopError(409, "empty_cart", "Your cart is empty.")
     if code == "out_of_stock":
         short = outcome.result.get("short", [])
         raise ShopError(409, "out_of_stock", _short_message(short), details={"short": short})

@@ -38,7 +38,7 @@ def make_app(redis_url: str, replica: str = "replica-a", **overrides: Any) -> Fl
         "REPLICA_NAME": replica,
         "PASSWORD_HASH_METHOD": FAST_HASH,
         "TESTING": True,
-        "WTF_CSRF_ENABLED": True,
+        "CSRF_ENABLED": True,
     }
     config.update(overrides)
     return create_app(config)

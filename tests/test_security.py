@@ -11,13 +11,14 @@ tests/test_cluster_security.py; nginx's own answers in tests/test_nginx_config.p
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
 import pytest
-from shop_support import PASSWORD, make_app, register, snapshot, submit
+from shop_support import PASSWORD, form, make_app, register, snapshot, submit
 
-from shop import keys
+from shop import cart, csrf, heartbeat, keys
 from shop.proxy import TrustedProxyFix
 
 # -- 1. open redirect after login ---------------------------------------------
@@ -219,3 +220,98 @@ def test_trusted_proxies_are_addresses_cidr_ranges_or_unix_socket_peers(trusted,
 def test_a_malformed_trusted_proxy_entry_stops_the_app_with_its_name(redis_server):
     with pytest.raises(ValueError, match="10.0.0.0/33"):
         make_app(redis_server.url, TRUSTED_PROXIES=["10.0.0.0/33"])
+
+
+# -- 7. anonymous visitors cost Redis nothing until they do something -------------
+
+PAGES = ["/", "/login", "/register", "/cart"]
+
+
+def test_looking_at_pages_stores_nothing_in_redis(shop_app, redis_client):
+    before = snapshot(redis_client)
+    for _ in range(5):  # five bots without cookies, every page with a form
+        bot = shop_app.test_client()
+        for page in PAGES:
+            response = bot.get(page)
+            assert response.status_code == 200
+            assert bot.get_cookie("session") is None
+        assert bot.get_cookie(csrf.COOKIE_NAME) is not None  # the forms' value, client-side
+    assert snapshot(redis_client) == before
+
+
+def test_a_visitor_with_only_the_csrf_cookie_can_post_and_older_tabs_keep_working(
+    shop_app, redis_client
+):
+    browser = shop_app.test_client()
+    first_tab = form(browser.get("/").get_data(as_text=True), "/cart/add", product_id="tamper")
+    second_tab = form(browser.get("/").get_data(as_text=True), "/cart/add", product_id="tamper")
+    assert browser.post("/cart/add", data={**first_tab.fields, "qty": "1"}).status_code == 303
+    browser.get("/")  # the first page drawn with a session binds the value to it
+    # The session exists now; the form of the tab opened before it still works.
+    assert browser.post("/cart/add", data={**second_tab.fields, "qty": "1"}).status_code == 303
+    assert "tamper" in str(browser.get("/api/cart").get_json())
+
+
+def test_a_form_token_from_before_login_is_worthless_after_it(shop_app):
+    browser = shop_app.test_client()
+    register(browser, "tina")
+    before_login = form(browser.get("/").get_data(as_text=True), "/cart/add", product_id="tamper")
+    submit(browser, "/login", "/login", username="tina", password=PASSWORD)
+    refused = browser.post("/cart/add", data={**before_login.fields, "qty": "1"})
+    assert refused.status_code == 400
+    assert submit(browser, "/", "/cart/add", {"product_id": "tamper"}, qty="1").status_code == 303
+
+
+def test_anonymous_carts_are_bounded_in_lines_and_in_time(shop_app, api, redis_client):
+    products = {
+        f"extra-{n:02d}": json.dumps({"id": f"extra-{n:02d}", "name": "x", "price_cents": 1})
+        for n in range(cart.MAX_VISITOR_LINES + 1)
+    }
+    redis_client.hset(keys.products(), mapping=products)
+    statuses = [
+        api.post(
+            "/api/cart/items",
+            json={"product_id": pid, "qty": 1},
+            headers={"Idempotency-Key": f"add-{pid}"},
+        ).status_code
+        for pid in sorted(products)
+    ]
+    assert statuses == [201] * cart.MAX_VISITOR_LINES + [409]
+    lifetime = shop_app.config["SESSION_ABSOLUTE_TIMEOUT"]
+    (cart_key,) = redis_client.scan_iter(keys.cart("a:*"))
+    assert 0 < redis_client.ttl(cart_key) <= lifetime
+    records = list(redis_client.scan_iter(f"{keys.PREFIX}idem:a:*"))
+    assert records and all(0 < redis_client.ttl(r) <= lifetime for r in records)
+
+
+# -- what a stranger may see of the cluster ------------------------------------------
+
+STRANGER = {"REMOTE_ADDR": "203.0.113.99"}
+
+
+@pytest.fixture
+def beating(redis_client):
+    for name in ("shop-1", "shop-2"):
+        heartbeat.Heartbeat(redis_client, name, lambda: 5, started=1000.0).beat()
+
+
+def test_a_stranger_sees_only_names_and_alive_or_gone(shop_app, beating):
+    client = shop_app.test_client()
+    body = client.get("/api/cluster", environ_base=STRANGER).get_json()
+    assert body["details"] is False
+    assert body["replicas"] == [
+        {"name": "shop-1", "alive": True},
+        {"name": "shop-2", "alive": True},
+    ]
+    page = client.get("/cluster", environ_base=STRANGER).get_data(as_text=True)
+    assert "shop-2" in page and "Uptime" not in page and "Requests" not in page
+
+
+def test_the_cluster_host_and_a_flagged_deployment_see_the_details(
+    redis_server, redis_client, shop_app, beating
+):
+    from_host = shop_app.test_client().get("/api/cluster").get_json()  # 127.0.0.1
+    assert from_host["details"] and from_host["replicas"][0]["pids"]
+    flagged = make_app(redis_server.url, CLUSTER_DETAILS=True).test_client()
+    body = flagged.get("/api/cluster", environ_base=STRANGER).get_json()
+    assert body["details"] and body["replicas"][0]["requests_total"] == 5

@@ -19,6 +19,7 @@ from shop.shopstore import ShopStore
 
 PRODUCT = "espresso-cup"  # from shop/data/products.json
 ACKS = Durability(replica_acks=1, timeout=timedelta(milliseconds=300))
+VISITOR_TTL = 3600  # an anonymous cart's TTL (the app passes its sessions' lifetime)
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def durable(primary_with_replica):
 
 def add(client: redis.Redis, visitor: str, claim: idempotency.IdempotencyClaim | None = None):
     """One cart_add of one product through the choke point, with one replica ack asked."""
-    owner = cart.Owner.visitor(visitor)
+    owner = cart.Owner.visitor(visitor, VISITOR_TTL)
     return atomic.run(
         ShopStore(client, ACKS),
         "cart_add",
@@ -54,7 +55,7 @@ def test_acknowledged_write_is_already_on_the_replica(durable):
     client, replica, _ = durable
     assert add(client, "v1").result == {"product_id": PRODUCT, "qty": 1}
     # No polling: WAIT returned only after the replica confirmed the write.
-    assert replica.hget(cart.Owner.visitor("v1").key, PRODUCT) == "1"
+    assert replica.hget(cart.Owner.visitor("v1", VISITOR_TTL).key, PRODUCT) == "1"
 
 
 def test_replay_waits_too_and_covers_the_original_write(durable):
@@ -65,7 +66,7 @@ def test_replay_waits_too_and_covers_the_original_write(durable):
     first = add(client, "v2", claim)
     again = add(client, "v2", claim)
     assert again.replayed and again.result == first.result
-    assert replica.hget(cart.Owner.visitor("v2").key, PRODUCT) == "1"  # applied once
+    assert replica.hget(cart.Owner.visitor("v2", VISITOR_TTL).key, PRODUCT) == "1"  # applied once
     # The replay rewrote the record's expiry unchanged (that is what WAIT counts).
     assert 0 < client.ttl(claim.record_key) <= idempotency.RECORD_TTL_SECONDS
 
@@ -78,7 +79,7 @@ def test_no_replica_means_a_fast_not_replicated(durable):
         add(client, "v3")
     assert time.monotonic() - started < 1.5  # the ack timeout, not a hang
     # Redis cannot roll it back: the write stays on the primary, unacknowledged.
-    assert client.hget(cart.Owner.visitor("v3").key, PRODUCT) == "1"
+    assert client.hget(cart.Owner.visitor("v3", VISITOR_TTL).key, PRODUCT) == "1"
 
 
 def test_shop_answers_503_with_retry_after_when_acks_are_short(primary_with_replica):

@@ -124,6 +124,8 @@ def test_footer_shows_the_replica_and_the_session_age(shop_replicas):
     page = browser.get("/").get_data(as_text=True)
     assert text_of(page, "served-by") == "replica-a"
     assert text_of(page, "session-age") == "new"
+    assert browser.get_cookie("session") is None  # only looking makes no session
+    submit(browser, "/", "/cart/add", {"product_id": "tamper"}, qty="1")
     cookie = browser.get_cookie("session").value
 
     other = app_b.test_client()

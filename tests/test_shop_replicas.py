@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 from flask.testing import FlaskClient
-from shop_support import PASSWORD, login, register
+from shop_support import PASSWORD, login, register, register_and_login
 
 from shop import keys
 
@@ -176,6 +176,7 @@ def test_idempotency_keys_are_scoped_per_user(shop_app):
 
 
 def test_idempotency_records_expire_after_a_day(api, redis_client):
+    register_and_login(api, "ida")  # an anonymous visitor's expire with its session (12 h)
     api.post(
         "/api/cart/items", json={"product_id": "scale", "qty": 1}, headers={"Idempotency-Key": "t"}
     )

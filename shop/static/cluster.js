@@ -25,7 +25,7 @@
     return el;
   }
 
-  function row(r, servedBy) {
+  function row(r, servedBy, details) {
     var tr = document.createElement("tr");
     tr.className = "replica " + (r.alive ? "alive" : "gone") + (r.name === servedBy ? " this" : "");
     tr.setAttribute("data-name", r.name);
@@ -36,6 +36,9 @@
     }
     tr.appendChild(name);
     tr.appendChild(cell("td", r.alive ? "alive" : "gone", "state"));
+    // Process details come only to a client on the cluster's own host (or
+    // with SHOP_CLUSTER_DETAILS=1), and then the table has their columns.
+    if (!details) { return tr; }
     tr.appendChild(cell("td", String(r.workers), "num"));
     tr.appendChild(cell("td", r.uptime_seconds === null ? "–" : duration(r.uptime_seconds), "num"));
     tr.appendChild(cell("td", r.requests_total === null ? "–" : String(r.requests_total), "num"));
@@ -49,7 +52,9 @@
     document.getElementById("alive-count").textContent = String(data.alive);
     document.getElementById("replica-count").textContent = String(data.replicas.length);
     var fresh = document.createDocumentFragment();
-    data.replicas.forEach(function (r) { fresh.appendChild(row(r, data.served_by)); });
+    data.replicas.forEach(function (r) {
+      fresh.appendChild(row(r, data.served_by, data.details));
+    });
     rows.replaceChildren(fresh);
     summary.removeAttribute("data-error");
   }
