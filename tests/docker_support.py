@@ -37,8 +37,10 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -281,6 +283,59 @@ def _host_pip_settings() -> list[str]:
     return options
 
 
+class NoSuchName:
+    """A DNS server that answers every query "no such name" (NXDOMAIN), in a thread.
+
+    Docker's DNS answers for the compose services itself and forwards other
+    names (a killed container's, which it no longer knows) to the daemon's
+    --dns servers. The machine's own resolver cannot be reached from a
+    container here (no NAT, on purpose), and Docker 20.10 then sends no answer
+    at all: every such lookup hangs for glibc's 2 x 2 x 5 s. Sentinel resolves
+    a dead primary's name in its event loop, so it would stall into its tilt
+    mode and never fail over. With a reachable resolver (any machine with a
+    network) the answer is a quick NXDOMAIN: this server gives that answer, on
+    the engine's own bridge, so no query leaves the machine.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 53))
+        self.sock.settimeout(0.5)  # how long close() may wait for the thread
+        self.closing = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def answer(query: bytes) -> bytes | None:
+        """The NXDOMAIN reply to `query` (same id and question), or None if malformed."""
+        end = 12
+        while end < len(query) and query[end] != 0:
+            end += query[end] + 1
+        end += 5  # the root label, then QTYPE and QCLASS
+        if len(query) < end:
+            return None
+        # QR=1, the query's opcode and RD kept; RA=1, RCODE=3 (name error).
+        flags = bytes([0x80 | (query[2] & 0x79), 0x83])
+        counts = query[4:6] + bytes(6)  # one question, no records
+        return query[:2] + flags + counts + query[12:end]
+
+    def _serve(self) -> None:
+        while not self.closing.is_set():
+            try:
+                query, peer = self.sock.recvfrom(4096)
+            except (TimeoutError, OSError):
+                continue
+            reply = self.answer(query)
+            if reply:
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(reply, peer)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
 # ------------------------------------------------------------------ the engine
 @dataclass
 class PrivateDocker:
@@ -292,6 +347,7 @@ class PrivateDocker:
     pid: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)  # compose variables, by local_images()
+    resolver: NoSuchName | None = None
 
     @classmethod
     def create(cls) -> PrivateDocker:
@@ -325,6 +381,7 @@ class PrivateDocker:
         _run([ip, "link", "add", self.bridge_name, "type", "bridge"], timeout=10)
         _run([ip, "addr", "add", str(self.plan.bridge), "dev", self.bridge_name], timeout=10)
         _run([ip, "link", "set", self.bridge_name, "up"], timeout=10)
+        self.resolver = NoSuchName(str(self.plan.bridge.ip))
         argv = [
             _which("dockerd") or "dockerd",
             "--data-root", str(self.root / "data"),
@@ -342,6 +399,9 @@ class PrivateDocker:
             "--ip-forward=false",
             "--ip-masq=false",
             "--ip", "127.0.0.1",
+            # Docker's DNS forwards the names it does not know to these
+            # servers: NoSuchName's, on our bridge (see its docstring).
+            "--dns", str(self.plan.bridge.ip),
         ]  # fmt: skip
         with open(self.log, "w") as log:
             proc = subprocess.Popen(
@@ -454,6 +514,8 @@ class PrivateDocker:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self._unmount_leftovers()
+        if self.resolver is not None:
+            self.resolver.close()
         self._delete_bridges()
         shutil.rmtree(self.root, ignore_errors=True)
 
