@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -67,6 +68,12 @@ def served_by(url: str, count: int) -> list[str]:
         return [
             http.get(f"{url}/api/products", timeout=10).headers["X-Served-By"] for _ in range(count)
         ]
+
+
+def retried(compose: Compose) -> Counter[int]:
+    """nginx's access log: how many requests tried 1, 2, 3... replicas."""
+    log = compose.run("logs", "--no-color", "nginx").stdout
+    return Counter(len(m.split(", ")) for m in re.findall(r"upstream=(\S+(?:, \S+)*) ustatus", log))
 
 
 def ensure_three_replicas(compose: Compose) -> None:
@@ -174,6 +181,7 @@ def test_scale_3_to_5_to_2_under_load_fails_no_request(stack: Compose) -> None:
         time.sleep(3)
         assert shoppers.requests_so_far() > after_scale_down  # still under load
     report = shoppers.report()
+    print(f"\nrequests by replicas tried (nginx's log): {dict(sorted(retried(stack).items()))}")
     assert_clean(report, at_least=LOAD_SHOPPERS * 50)
     remaining = set(stack.health("shop"))
     assert len(remaining) == 2 and set(served_by(stack.url, 6)) == remaining

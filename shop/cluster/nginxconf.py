@@ -72,6 +72,9 @@ class NginxSettings:
     access_log: str | None  # None: no access log
     # The one server is a Kubernetes Service (many pods behind one address).
     upstream_is_service: bool = False
+    # How many replicas one request may try (0: each once); the Service
+    # upstream lists its one address this many times.
+    next_upstream_tries: int = 3
     health_path: str = HEALTH_PATH
     status_path: str = STATUS_PATH
     status_allow: Sequence[str] = ()  # beside 127.0.0.1, who may read status_path
@@ -139,6 +142,7 @@ def docker_settings() -> NginxSettings:
         servers=[DOCKER_SHOP_SERVICE],
         static_root=DOCKER_STATIC_ROOT,
         access_log="/dev/stdout",
+        next_upstream_tries=0,
     )
 
 
