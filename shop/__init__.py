@@ -3,7 +3,8 @@
 ``create_app(config)`` builds an app from environment variables (see
 shop/config.py) with `config` overriding them; ``shop.wsgi:app`` is what
 gunicorn serves. Any number of replicas can serve any user, because sessions,
-carts, stock, users and orders are all in the shared Redis.
+carts, stock, users and orders are all in the shared Redis (unless
+``SHOP_STATE=memory``, the demonstration of the alternative: shop/replicamemory.py).
 """
 
 from __future__ import annotations
@@ -20,14 +21,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # this package, in its master before that file sets PROMETHEUS_MULTIPROC_DIR.
     # prometheus_client fixes its mode when first imported, so nothing that
     # imports it (shop.metrics, via the blueprints) may load before the workers.
+    import logging
+    from dataclasses import replace
     from datetime import timedelta
 
     from flask import Flask
 
     import sessionstore
 
-    from . import api, appstate, clusterview, csrf, handlers, health, identity, metrics, web
-    from .config import load_config
+    from . import (
+        api,
+        appstate,
+        clusterview,
+        csrf,
+        handlers,
+        health,
+        identity,
+        metrics,
+        replicamemory,
+        web,
+    )
+    from .config import STATE_MEMORY, load_config
     from .proxy import TrustedProxyFix
     from .shopstore import ShopStore
 
@@ -40,10 +54,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Two clients on one Redis: sessionstore's reads bytes, the shop's decodes
     # to text. Each times its round trips under its own label (shop.metrics).
     url = settings["REDIS_URL"]
+    idle = timedelta(seconds=settings["SESSION_IDLE_TIMEOUT"])
+    absolute = timedelta(seconds=settings["SESSION_ABSOLUTE_TIMEOUT"])
     app.session_interface = sessionstore.RedisSessionInterface(
         sessionstore.redis_from_url(url, redis_class=metrics.timed_redis("sessions")),
-        idle_timeout=timedelta(seconds=settings["SESSION_IDLE_TIMEOUT"]),
-        absolute_timeout=timedelta(seconds=settings["SESSION_ABSOLUTE_TIMEOUT"]),
+        idle_timeout=idle,
+        absolute_timeout=absolute,
         user_key=identity.USER_ID,
         durability=sessionstore.Durability(
             settings["SESSION_REPLICA_ACKS"],
@@ -60,6 +76,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ),
         observer=metrics.ScriptMetrics(),
     )
+    if settings["SHOP_STATE"] == STATE_MEMORY:
+        # The demonstration of what the shared store replaces (shop/replicamemory.py).
+        logging.getLogger(__name__).warning(replicamemory.STARTUP_WARNING)
+        app.session_interface = replicamemory.MemorySessionInterface(
+            idle_timeout=idle, absolute_timeout=absolute
+        )
+        shop_store = replace(shop_store, carts=replicamemory.ReplicaMemoryCarts())
 
     csrf.init_app(app)  # the forms; the API only accepts application/json, which forms cannot send
     app.register_blueprint(api.bp)

@@ -78,6 +78,16 @@ def run(
     except NotReplicated:
         store.observer.not_replicated(name)
         raise
+    return finish(store, name, kind, record, claim)
+
+
+def finish(
+    store: ShopStore, name: str, kind: str, record: str, claim: IdempotencyClaim | None
+) -> Outcome:
+    """The Outcome of script `name` from its record, as ``idempotent.lua`` returns it
+    (`kind` ``fresh`` or ``replay``, `record` the JSON ``{fp, result}``), told to
+    ``store.observer``. Also for a change made outside Redis with the same
+    contract (shop/replicamemory.py), so both answer a reused key alike."""
     data = json.loads(record)
     if claim and kind == "replay" and data.get("fp") != claim.fingerprint:
         raise ShopError(

@@ -5,7 +5,8 @@ anonymous visitor (at most 20 lines, expiring after its last change no later
 than the visitor's session can: once the session is gone nobody can reach the
 cart, so anything longer is memory kept for nobody). 1..99 per line. Every
 change is a single script, so two replicas changing one cart at once never
-lose either change.
+lose either change. The scripts run where ``store.carts`` keeps carts
+(shop/cartstore.py): Redis, or the replica's memory with ``SHOP_STATE=memory``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _change_line(
     claim: IdempotencyClaim | None,
 ) -> atomic.Outcome:
     """Run a one-line cart script; turn its refusal into the matching ShopError."""
-    outcome = atomic.run(
+    outcome = store.carts.run(
         store,
         script,
         [owner.key, keys.products()],
@@ -175,18 +176,20 @@ def set_qty(
 
 def merge(store: ShopStore, source: Owner, target: Owner) -> dict[str, Any]:
     """Move `source`'s lines into `target`'s cart atomically; ``{moved, dropped}``."""
-    outcome = atomic.run(store, "cart_merge", [source.key, target.key], [MAX_QTY, target.max_lines])
+    outcome = store.carts.run(
+        store, "cart_merge", [source.key, target.key], [MAX_QTY, target.max_lines]
+    )
     return outcome.result
 
 
 def count(store: ShopStore, owner: Owner) -> int:
     """How many items the cart holds, all lines together (one round trip)."""
-    return sum(int(qty) for qty in store.client.hvals(owner.key))
+    return sum(int(qty) for qty in store.carts.quantities(store, owner.key).values())
 
 
 def get(store: ShopStore, owner: Owner) -> Cart:
     """The cart with current names and prices, in catalog order (two round trips)."""
-    quantities = store.client.hgetall(owner.key)
+    quantities = store.carts.quantities(store, owner.key)
     products = catalog.products_by_id(store, sorted(quantities))
     lines = [
         Line(pid, p.name, int(quantities[pid]), p.price_cents, p.stock)

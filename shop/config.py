@@ -33,6 +33,14 @@ DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noqa
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
+# Where sessions and carts live (SHOP_STATE). "redis": the shared store, the
+# point of this project. "memory": each replica's own process memory, the
+# design this project exists to replace, kept as a demonstration of what a
+# crash then costs (shop/replicamemory.py); never in production.
+STATE_REDIS = "redis"
+STATE_MEMORY = "memory"
+STATES = (STATE_REDIS, STATE_MEMORY)
+
 
 def _flag(value: str | None, default: bool) -> bool:
     if value is None or value.strip() == "":
@@ -63,13 +71,26 @@ def _replica_name(env: Mapping[str, str]) -> str:
     return env.get("REPLICA_NAME") or socket.gethostname()
 
 
+def _state(env: Mapping[str, str], production: bool) -> str:
+    state = env.get("SHOP_STATE", "").strip().lower() or STATE_REDIS
+    if state not in STATES:
+        raise ValueError(f"SHOP_STATE must be one of {', '.join(STATES)}, got {state!r}")
+    if state == STATE_MEMORY and production:
+        raise RuntimeError(
+            "SHOP_STATE=memory is a demonstration (sessions and carts die with the replica "
+            "that holds them) and is refused with SHOP_ENV=production"
+        )
+    return state
+
+
 def load_config(
     env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Build the app's config from `env` (default: ``os.environ``), then `overrides`.
 
     Raises ``RuntimeError`` when production is asked for without a SECRET_KEY,
-    because a guessable key would let anyone forge sessions.
+    because a guessable key would let anyone forge sessions, or with
+    ``SHOP_STATE=memory``, which loses state by design.
     """
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
@@ -80,8 +101,10 @@ def load_config(
             raise RuntimeError("SECRET_KEY must be set when SHOP_ENV=production")
         log.warning("SECRET_KEY is not set: using the insecure development key")
         secret = DEV_SECRET_KEY
+    state = _state(env, production)
     settings = {
         "SHOP_PRODUCTION": production,
+        "SHOP_STATE": state,
         "SECRET_KEY": secret,
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "REPLICA_NAME": _replica_name(env),
@@ -144,7 +167,7 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
     return ServerSettings(
         replica=_replica_name(env),
         bind=bind,
-        workers=_int(env, "SHOP_WORKERS", 2),
+        workers=_workers(env),
         threads=_int(env, "SHOP_THREADS", 4),
         timeout=_int(env, "SHOP_TIMEOUT", 30),
         graceful_timeout=_int(env, "SHOP_GRACEFUL_TIMEOUT", 30),
@@ -155,6 +178,25 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         control_socket=env.get("SHOP_CONTROL_SOCKET") or None,
         metrics_dir=_metrics_dir(env, bind[0]),
     )
+
+
+def _workers(env: Mapping[str, str]) -> int:
+    """SHOP_WORKERS; with SHOP_STATE=memory one, and no more.
+
+    Memory mode keeps sessions and carts in the process: nginx's sticky hash
+    sends a shopper to one replica, but gunicorn spreads that replica's
+    connections over its workers, and a second worker process would not know
+    the session the first one holds. One worker (its threads share the memory)
+    makes the demonstration lose state only when the replica dies, as it would
+    in a single-process server.
+    """
+    memory = env.get("SHOP_STATE", "").strip().lower() == STATE_MEMORY
+    workers = _int(env, "SHOP_WORKERS", 1 if memory else 2)
+    if memory and workers != 1:
+        raise ValueError(
+            f"SHOP_STATE=memory keeps state in one process: SHOP_WORKERS must be 1, got {workers}"
+        )
+    return workers
 
 
 def _metrics_dir(env: Mapping[str, str], first_bind: str) -> Path:

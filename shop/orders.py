@@ -35,7 +35,7 @@ def checkout(
     Raises 409 for an empty cart and 409 naming the short lines: the request
     is well formed, the cart's state forbids it now.
     """
-    outcome = atomic.run(
+    outcome = store.carts.run(
         store,
         "checkout",
         [

@@ -12,12 +12,15 @@ neither Flask's request machinery nor the metrics: they get all of it here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from sessionstore import NO_WAIT, Durability
+
+if TYPE_CHECKING:
+    from .cartstore import CartStore
 
 
 class ScriptObserver:
@@ -32,11 +35,19 @@ class ScriptObserver:
         """Script `name` wrote, but too few replicas confirmed it in time (a 503)."""
 
 
+def _redis_carts() -> CartStore:
+    from .cartstore import REDIS_CARTS  # cartstore runs atomic, which imports this module
+
+    return REDIS_CARTS
+
+
 @dataclass(frozen=True)
 class ShopStore:
     """The shop's Redis client (it decodes responses: every value is text), the
-    replica acknowledgements every domain write waits for, and its observer."""
+    replica acknowledgements every domain write waits for, its observer, and
+    where carts live (shop/cartstore.py: Redis, unless ``SHOP_STATE=memory``)."""
 
     client: redis.Redis
     durability: Durability = NO_WAIT
     observer: ScriptObserver = ScriptObserver()
+    carts: CartStore = field(default_factory=_redis_carts)

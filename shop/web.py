@@ -30,8 +30,9 @@ from flask import (
     url_for,
 )
 
-from . import accounts, appstate, cart, catalog, idempotency, identity, orders
+from . import accounts, appstate, cart, catalog, idempotency, identity, orders, replicamemory
 from .accounts import User
+from .config import STATE_MEMORY
 from .errors import ShopError
 from .formatting import duration, money
 from .idempotency import IdempotencyClaim
@@ -59,6 +60,9 @@ def page_context() -> dict[str, Any]:
         "session_age": "unknown",
         "nav_user": None,
         "cart_count": 0,
+        "demo_banner": replicamemory.BANNER
+        if current_app.config["SHOP_STATE"] == STATE_MEMORY
+        else None,
     }
     if context["store_down"]:
         return context

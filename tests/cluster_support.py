@@ -142,10 +142,12 @@ def assert_clean(report: LoadReport, at_least: int) -> None:
         f"\n{report.shoppers} shoppers, {report.requests} requests in {report.seconds:.1f}s "
         f"({report.resent} resent after a connection reset), "
         f"{len(report.failures)} failed, carts match: {report.carts_match}, "
+        f"{report.lost_carts} lost carts, {report.forced_logins} forced re-logins, "
         f"served by: {dict(sorted(report.served_by.items()))}"
     )
     assert report.failures == [], f"{len(report.failures)} failed: {report.failures[:5]}"
     assert report.carts_match, report.mismatches[:3]
+    assert report.forced_logins == 0, f"{report.forced_logins} shoppers were logged out"
     assert report.requests >= at_least, report
 
 

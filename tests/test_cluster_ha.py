@@ -148,6 +148,7 @@ def test_primary_killed_under_load_loses_nothing(ha_cluster: Launcher) -> None:
     assert failures == inside, [f.what for f in after][:5]
     # Every acknowledged add is there, none doubled (503'd ones settled by key).
     assert report.carts_match, report.mismatches
+    assert report.forced_logins == 0  # no shopper found itself logged out meanwhile
     # Every session intact: each shopper is still logged in as itself.
     for shopper in [watcher, *load.shoppers]:
         me = shopper.must("GET", "/api/me").json()

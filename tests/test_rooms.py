@@ -20,6 +20,7 @@ DOMAIN = {
     "shop.accounts",
     "shop.atomic",
     "shop.cart",
+    "shop.cartstore",
     "shop.catalog",
     "shop.errors",
     "shop.formatting",

@@ -73,6 +73,8 @@ def environment(workdir: Workdir, replica: Proc, state: State) -> dict[str, str]
         "REDIS_URL": store.url(state),
         "SECRET_KEY": workdir.secret_key(),
         "REPLICA_NAME": replica.name,
+        # memory: one gunicorn worker per replica (shop/config.py says why).
+        "SHOP_STATE": state.app_state,
         "SHOP_BIND": replica.endpoint,
         "PYTHONUNBUFFERED": "1",
         # Where this replica's workers add up their metrics: inside the

@@ -25,7 +25,7 @@ import signal
 from . import appserver, ha, hosts, keepalived, netns, nginxconf, procs, status, store
 from .netns import Host
 from .procs import ClusterError
-from .state import DEFAULT_WORKDIR, Proc, State, Workdir
+from .state import APP_STATES, DEFAULT_WORKDIR, STATE_REDIS, Proc, State, Workdir
 
 DEFAULT_PORT = 8080
 DEFAULT_REPLICAS = 3
@@ -51,6 +51,7 @@ class Cluster:
         redis: str = "single",
         redis_replicas: int = 1,
         on_hosts: bool = False,
+        app_state: str = STATE_REDIS,
     ) -> State:
         """Start the store, `replicas` shop replicas and nginx; return once all are ready.
 
@@ -62,6 +63,10 @@ class Cluster:
         `on_hosts` puts every process on a host of its own (a network namespace,
         see hosts.py), with two load balancers sharing a virtual IP; it needs root.
         `port` defaults to 8080 on loopback and 80 on hosts.
+
+        `app_state` ``memory`` (a demonstration) keeps sessions and carts in
+        each replica's memory, one gunicorn worker each, behind nginx's
+        sticky hash: what is lost when a replica dies (`demo --contrast`).
         """
         if port is None:
             port = hosts.DEFAULT_PORT if on_hosts else DEFAULT_PORT
@@ -73,6 +78,8 @@ class Cluster:
             raise ClusterError("--redis-replicas needs --redis ha")
         if redis not in store.MODES:
             raise ClusterError(f"--redis must be one of {', '.join(store.MODES)}")
+        if app_state not in APP_STATES:
+            raise ClusterError(f"--state must be one of {', '.join(APP_STATES)}")
         # Fail before starting anything when a binary is missing.
         procs.find_binary("redis-server")
         procs.find_binary("nginx")
@@ -97,6 +104,7 @@ class Cluster:
                 nginx=Proc("nginx", port),
                 replicas=[Proc(f"{appserver.PREFIX}{i}", 0) for i in range(1, replicas + 1)],
                 boot_id=procs.boot_id(),
+                app_state=app_state,
             )
             store.plan(state, redis, redis_replicas)
             self.workdir.log_dir.mkdir(parents=True, exist_ok=True)

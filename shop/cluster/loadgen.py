@@ -8,6 +8,13 @@ applied once. A shopper remembers exactly which adds the shop acknowledged
 (201); at the end its cart must equal their sum: nothing lost, nothing doubled.
 The load is bounded in requests and time.
 
+A shopper also checks as it goes: every cart it reads must hold at least what
+was acknowledged, and `/api/me` must still know it. When the shop has
+forgotten (the replica that kept the session in its memory died: `up --state
+memory`), it counts a lost cart or a forced re-login, logs in again and goes
+on from what the shop now shows, as a person would; both make the report
+unclean, so the shared-store clusters of the tests still fail on any loss.
+
 An add answered 503 (the store failing over) may or may not have been applied,
 so the shopper does what a client should: it retries that add with the same
 Idempotency-Key until it gets an answer, and only then counts it. Every
@@ -75,6 +82,9 @@ class SimulatedShopper:
     pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     last_status: int | None = None
     resent: int = 0  # requests resent after their connection was reset (see _send)
+    # What the shop forgot, each seen as it happened (see _check_cart, _check_login).
+    lost_carts: list[str] = field(default_factory=list)
+    forced_logins: int = 0
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -184,8 +194,27 @@ class SimulatedShopper:
 
     def cart(self) -> dict[str, int]:
         """The cart as {product_id: qty}, as the shop reports it now."""
-        items = self.must("GET", "/api/cart").json()["items"]
-        return {item["product_id"]: item["qty"] for item in items}
+        return _quantities(self.must("GET", "/api/cart").json())
+
+    def _check_cart(self, cart: dict[str, int]) -> None:
+        """A cart read holding less than was acknowledged is a lost cart: record it,
+        then carry on from what the shop shows (later adds are checked against that)."""
+        missing = {p: q for p, q in self.acknowledged.items() if q and cart.get(p, 0) < q}
+        if not missing:
+            return
+        self.lost_carts.append(
+            f"{self.name}: cart lost (served by {self.last_served_by}): acknowledged "
+            f"{dict(+self.acknowledged)}, the shop shows {cart}"
+        )
+        self.acknowledged = Counter(cart)
+
+    def _check_login(self, response: requests.Response) -> None:
+        """A 401 from /api/me: the shop forgot who this is. Log in again."""
+        if response.status_code != 401:
+            return
+        self.forced_logins += 1
+        account = {"username": self.name, "password": self.password}
+        self.request("POST", "/api/login", json=account)
 
     def step(self, product_ids: list[str]) -> None:
         """One random action: mostly reads, about a third cart adds."""
@@ -199,8 +228,16 @@ class SimulatedShopper:
             if room:
                 self.add(self.rng.choice(room), qty)
                 return
-        path = "/api/cart" if roll < 0.6 else "/api/me" if roll < 0.8 else "/api/products"
-        self.request("GET", path)
+        if roll < 0.6:
+            response = self.request("GET", "/api/cart")
+            if response is not None:
+                self._check_cart(_quantities(response.json()))
+        elif roll < 0.8:
+            response = self.request("GET", "/api/me", expect=(200, 401))
+            if response is not None:
+                self._check_login(response)
+        else:
+            self.request("GET", "/api/products")
 
     def verify(self) -> bool:
         """Settle unsettled adds (bounded), then fetch the final cart; True if it is
@@ -215,7 +252,14 @@ class SimulatedShopper:
             self.final_cart = self.cart()
         except RequestFailed:
             return False
+        if not self.pending:
+            self._check_cart(self.final_cart)
         return self.final_cart == {p: q for p, q in self.acknowledged.items() if q}
+
+
+def _quantities(cart: dict[str, Any]) -> dict[str, int]:
+    """{product_id: qty} of a cart as /api/cart answers it."""
+    return {item["product_id"]: item["qty"] for item in cart["items"]}
 
 
 def plentiful(products: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -236,10 +280,12 @@ class LoadReport:
     served_by: Counter[str]
     seconds: float
     resent: int = 0  # requests resent on a fresh connection after a reset
+    lost_carts: int = 0  # carts seen holding less than was acknowledged
+    forced_logins: int = 0  # times a logged-in shopper found itself logged out
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.carts_match
+        return not self.failures and self.carts_match and not self.forced_logins
 
 
 class LoadGenerator:
@@ -333,6 +379,7 @@ class LoadGenerator:
             for s in self.shoppers
             if not s.verify()
         ]
+        mismatches += [loss for s in self.shoppers for loss in s.lost_carts]
         return LoadReport(
             shoppers=len(self.shoppers),
             requests=self.requests_so_far(),
@@ -342,4 +389,6 @@ class LoadGenerator:
             served_by=self.served_by(),
             seconds=self.stopped - self.started,
             resent=sum(s.resent for s in self.shoppers),
+            lost_carts=sum(len(s.lost_carts) for s in self.shoppers),
+            forced_logins=sum(s.forced_logins for s in self.shoppers),
         )

@@ -30,7 +30,7 @@ import jinja2
 
 from . import procs
 from .procs import ClusterError
-from .state import Proc, State, Workdir
+from .state import STATE_MEMORY, Proc, State, Workdir
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 TEMPLATE_NAME = "nginx.conf.j2"
@@ -75,6 +75,9 @@ class NginxSettings:
     # How many replicas one request may try (0: each once); the Service
     # upstream lists its one address this many times.
     next_upstream_tries: int = 3
+    # Hash each client to one replica by a routing cookie: only for replicas
+    # that keep state in their memory (SHOP_STATE=memory, a demonstration).
+    sticky: bool = False
     health_path: str = HEALTH_PATH
     status_path: str = STATUS_PATH
     status_allow: Sequence[str] = ()  # beside 127.0.0.1, who may read status_path
@@ -110,11 +113,13 @@ def local_settings(
     log_dir: Path,
     name: str = "nginx",
     status_allow: Sequence[str] = (),
+    sticky: bool = False,
 ) -> NginxSettings:
     """Settings for a non-root nginx on `listen` (address:port) in front of
     `servers` (address:port each), whose files all stay under `prefix` and whose
     logs are `log_dir`/NAME-access.log and NAME-error.log. `status_allow`: the
-    addresses beside loopback that may read its counters."""
+    addresses beside loopback that may read its counters. `sticky`: each client
+    to one replica (for replicas with state in memory)."""
     if not servers:
         raise ValueError("nginx needs at least one replica")
     return NginxSettings(
@@ -127,6 +132,7 @@ def local_settings(
         prefix=str(prefix),
         error_log=str(error_log(log_dir, name)),
         status_allow=tuple(status_allow),
+        sticky=sticky,
         # Only meaningful when the master runs as root: keep the workers as
         # the same user, who owns the workdir.
         run_as_user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None,
@@ -230,6 +236,7 @@ def write_conf(workdir: Workdir, state: State, nginx: Proc) -> None:
         name=nginx.name,
         # On hosts the launcher's probes come from the client's address.
         status_allow=[state.network.client_address] if state.network else [],
+        sticky=state.app_state == STATE_MEMORY,
     )
     conf = conf_path(workdir, nginx)
     tmp = conf.with_suffix(".new")

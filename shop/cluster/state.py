@@ -24,6 +24,12 @@ from .procs import ClusterError
 
 STATE_VERSION = 1
 DEFAULT_WORKDIR = ".cluster"
+# Where the replicas keep sessions and carts, passed to them as SHOP_STATE
+# (shop/config.py): the shared Redis, or (a demonstration, `up --state
+# memory`) each replica's own memory, with nginx routing each client to one.
+STATE_REDIS = "redis"
+STATE_MEMORY = "memory"
+APP_STATES = (STATE_REDIS, STATE_MEMORY)
 
 
 @dataclass
@@ -72,6 +78,7 @@ class State:
     network: Network | None = None
     nginx_peers: list[Proc] = field(default_factory=list)
     keepalived: list[Proc] = field(default_factory=list)
+    app_state: str = STATE_REDIS  # SHOP_STATE of every replica
 
     @property
     def url(self) -> str:
@@ -132,6 +139,7 @@ class State:
             network=Network.from_dict(data["network"]) if data.get("network") else None,
             nginx_peers=[Proc(**r) for r in data.get("nginx_peers", [])],
             keepalived=[Proc(**r) for r in data.get("keepalived", [])],
+            app_state=data.get("app_state", STATE_REDIS),
         )
 
 

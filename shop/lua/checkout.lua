@@ -3,10 +3,20 @@
 -- checkouts on any number of replicas can never sell more than there is.
 -- K[1] cart, K[2] stock, K[3] products, K[4] orders hash,
 -- K[5] order id counter, K[6] the user's order list
--- A[1] user id, A[2] creation time (ISO 8601, UTC)
+-- A[1] user id, A[2] creation time (ISO 8601, UTC), A[3] (optional) the
+-- cart's lines as JSON {product id: qty} when the cart is not in Redis
+-- (SHOP_STATE=memory, shop/replicamemory.py); K[1] is then absent from Redis.
 local function apply(K, A)
   local cart, stock, products, orders, next_id, user_orders = K[1], K[2], K[3], K[4], K[5], K[6]
-  local lines = redis.call('HGETALL', cart)
+  local lines = {}
+  if A[3] then
+    for pid, qty in pairs(cjson.decode(A[3])) do
+      table.insert(lines, pid)
+      table.insert(lines, tostring(qty))
+    end
+  else
+    lines = redis.call('HGETALL', cart)
+  end
   if #lines == 0 then
     return {error = 'empty_cart'}
   end
