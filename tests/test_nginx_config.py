@@ -62,6 +62,30 @@ def test_local_rendering_passes_nginx_t(tmp_path: Path) -> None:
     nginx_test(tmp_path, local_conf(tmp_path, [18001, 18002, 18003]))
 
 
+def test_the_sticky_rendering_hashes_each_client_by_a_route_cookie(tmp_path: Path) -> None:
+    """Only for replicas that keep state in memory (`up --state memory`): a cookie
+    of nginx's own, set on the first response, routes a client to one replica."""
+    (tmp_path / "tmp").mkdir()
+    sticky = tmp_path / "nginx.conf"
+    sticky.write_text(
+        nginxconf.render_local(
+            prefix=tmp_path,
+            listen=f"{procs.LOOPBACK}:{procs.free_port()}",
+            servers=[f"{procs.LOOPBACK}:{p}" for p in (18001, 18002)],
+            log_dir=tmp_path,
+            sticky=True,
+        )
+    )
+    text = sticky.read_text()
+    assert "hash $shop_route consistent;" in text
+    assert "add_header Set-Cookie $shop_route_cookie always;" in text
+    nginx_test(tmp_path, sticky)
+    plain = local_conf(tmp_path, [18001, 18002]).read_text()
+    for rendering in (plain, nginxconf.render_docker(), nginxconf.render_kubernetes()):
+        assert "shop_route" not in rendering
+        assert not re.search(r"^\s*(hash|ip_hash)\b", rendering, re.MULTILINE)
+
+
 def test_committed_docker_config_is_a_fresh_render() -> None:
     assert DOCKER_CONF.read_text() == nginxconf.render_docker(), (
         "nginx/docker.conf is stale: python -m shop.cluster.nginxconf docker > nginx/docker.conf"

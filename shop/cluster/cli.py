@@ -19,7 +19,7 @@ from . import hosts, procs, store
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .output import LogFollower, console, err_console, status_table
 from .procs import ClusterError
-from .state import DEFAULT_WORKDIR, Workdir
+from .state import APP_STATES, DEFAULT_WORKDIR, STATE_MEMORY, STATE_REDIS, Workdir
 
 DESCRIPTION = """\
 Run the shop cluster locally: redis-server, N gunicorn replicas of the shop
@@ -39,6 +39,9 @@ examples:
   shop-cluster kill redis-primary      crash whichever Redis node is primary now (HA)
   shop-cluster start redis-1           bring a Redis node back: it rejoins as a replica
   shop-cluster demo                    the narrated kill-a-node demo
+  shop-cluster demo --contrast         the same kill with state in sticky replicas' memory,
+                                       then in Redis: what the shopper loses, side by side
+  shop-cluster up --state memory       (a demonstration) state in the replicas, sticky nginx
   shop-cluster down                    stop everything
 
 hosts (as root: every node on a network namespace of its own, one virtual IP):
@@ -102,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "up", parents=[common, shape], help="start redis, N replicas and nginx; wait until ready"
     )
     up.add_argument(
+        "--state", choices=APP_STATES, default=STATE_REDIS,
+        help="where replicas keep sessions and carts. redis: the shared store (default). "
+        "memory: a demonstration of what this project replaces: each replica's own memory "
+        "(one gunicorn worker), nginx hashing each client to one replica by a cookie; a "
+        "killed replica takes its shoppers' logins and carts with it",
+    )  # fmt: skip
+    up.add_argument(
         "--foreground", action="store_true",
         help="stay attached: stream every process's log, stop all on Ctrl-C or SIGTERM",
     )  # fmt: skip
@@ -144,10 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the other side",
     )  # fmt: skip
     sub.add_parser("heal", parents=[common], help="hosts: remove every partition")
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo", parents=[common, shape],
         help="narrated demo: kill the replica serving a shopper, lose nothing "
         "(starts a cluster if none runs, and stops only what it started)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--contrast", action="store_true",
+        help="the same kill twice, in two clusters side by side (workdirs DIR/contrast-memory "
+        "and DIR/contrast-redis, ports P and P+1): sessions and carts in sticky replicas' "
+        "memory, then in Redis; prints what the shopper sees and what the background "
+        "shoppers lost in each, then stops both",
     )  # fmt: skip
     return parser
 
@@ -174,10 +191,17 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
             redis=args.redis,
             redis_replicas=args.redis_replicas,
             on_hosts=args.hosts,
+            app_state=args.state,
         )
     status = cluster.status()
     console.print(status_table(status))
     console.print(f"The shop is at [bold cyan]{status['url']}[/]  (workdir: {cluster.workdir})")
+    if args.state == STATE_MEMORY:
+        console.print(
+            "[bold yellow]Demonstration:[/] sessions and carts live in each replica's memory "
+            "(nginx keeps each client on one replica); killing a replica loses its shoppers' "
+            "logins and carts."
+        )
     if follower is None:
         console.print("Stop it with: [bold]shop-cluster down" + _workdir_flag(cluster) + "[/]")
         return 0
@@ -281,6 +305,8 @@ def cmd_heal(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
+    if args.contrast:
+        return _contrast(cluster, args)
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
     return run_demo(
@@ -291,6 +317,16 @@ def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
         redis=args.redis,
         redis_replicas=args.redis_replicas,
     )
+
+
+def _contrast(cluster: Cluster, args: argparse.Namespace) -> int:
+    from .contrast import run_contrast
+
+    if args.hosts or args.redis != "single":
+        raise ClusterError("--contrast runs two loopback clusters with one Redis each")
+    port = DEFAULT_PORT if args.port is None else args.port
+    contrast = run_contrast(cluster.workdir, console, port=port, replicas=args.replicas)
+    return 0 if contrast.as_expected else 1
 
 
 COMMANDS = {

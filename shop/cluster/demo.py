@@ -21,7 +21,14 @@ from rich.table import Table
 from ..formatting import money
 from . import ha, procs
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
-from .loadgen import LoadGenerator, LoadReport, RequestFailed, SimulatedShopper, plentiful
+from .loadgen import (
+    LoadGenerator,
+    LoadReport,
+    RequestFailed,
+    SimulatedShopper,
+    plentiful,
+    quantities,
+)
 from .procs import ClusterError
 
 BACKGROUND_SHOPPERS = 4
@@ -50,8 +57,9 @@ class Narrator:
     def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any):
         """One request of the shopper, printed as: METHOD path -> status  (served by shop-N)."""
         response = self.shopper.must(method, path, expect=expect, **kwargs)
+        colour = "green" if response.ok else "red"
         self.console.print(
-            f"   [dim]{method:<6}[/]{path:<22} -> [green]{response.status_code}[/]"
+            f"   [dim]{method:<6}[/]{path:<22} -> [{colour}]{response.status_code}[/]"
             f"  served by [bold cyan]{self.shopper.last_served_by}[/]"
         )
         return response
@@ -119,7 +127,7 @@ def run_demo(
         if started_here:
             with console.status("Stopping the cluster this demo started…"):
                 cluster.down()
-    console.print(_summary(report, failover=state.ha))
+    console.print(summary(report, failover=state.ha))
     if started_here:
         console.print("The cluster this demo started has been stopped.")
     return 0 if ok and _clean(report, failover=state.ha) else 1
@@ -149,7 +157,7 @@ def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
     me = n.call("GET", "/api/me").json()
     n.say(f"still logged in as [bold]{me['username']}[/]")
     cart_after = n.call("GET", "/api/cart").json()
-    intact = _lines(cart_after) == _lines(cart_before)
+    intact = quantities(cart_after) == quantities(cart_before)
     n.say("cart intact ✔" if intact else "[red]cart changed![/]")
     order = n.call("POST", "/api/checkout", expect=(201,)).json()
     n.say(f"order [bold]{order['order_id']}[/] placed, total {money(order['total_cents'])}")
@@ -181,7 +189,7 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
     n.step("A new cart, then the store's own primary is killed")
     product = plentiful(shopper.products(), 1)[0]
     n.call("POST", "/api/cart/items", json={"product_id": product["id"], "qty": 2}, expect=(201,))
-    before = _lines(n.call("GET", "/api/cart").json())
+    before = quantities(n.call("GET", "/api/cart").json())
     n.say("Every write was acknowledged only after the Redis replica had it (WAIT).")
     proc = cluster.kill(ha.PRIMARY_ALIAS)
     killed = time.monotonic()
@@ -210,7 +218,7 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
         lambda: ha.node_info(proc).link_up, timeout=30, what=f"{proc.name} to sync"
     )
     n.say(f"{proc.name} is a replica of {promoted.name}, in sync ✔")
-    after = _lines(n.call("GET", "/api/cart").json())
+    after = quantities(n.call("GET", "/api/cart").json())
     intact = after == before
     n.say("cart intact ✔" if intact else f"[red]cart changed: {before} -> {after}[/]")
     n.call("POST", "/api/cart/items", json={"product_id": product["id"], "qty": 1}, expect=(201,))
@@ -232,7 +240,8 @@ def _unexpected(report: LoadReport, failover: bool) -> list[str]:
     return [f for f in report.failures if "HTTP 503 " not in f]
 
 
-def _summary(report: LoadReport, *, failover: bool = False) -> Panel:
+def summary(report: LoadReport, *, failover: bool = False, title: str = "summary") -> Panel:
+    """What the background shoppers met: requests, failures, what the shop forgot."""
     table = Table(box=None, padding=(0, 2), show_header=False)
     table.add_row("background shoppers", str(report.shoppers))
     table.add_row("their requests", str(report.requests))
@@ -243,6 +252,8 @@ def _summary(report: LoadReport, *, failover: bool = False) -> Panel:
     if failover:
         fast = len(report.failures) - failed
         table.add_row("503s while the store failed over", f"[yellow]{fast}[/] (retried by key)")
+    table.add_row("lost carts", _zero_is_green(report.lost_carts))
+    table.add_row("forced re-logins", _zero_is_green(report.forced_logins))
     table.add_row(
         "every cart == acknowledged adds",
         "[green]yes[/]" if report.carts_match else "[red]no[/]",
@@ -252,8 +263,10 @@ def _summary(report: LoadReport, *, failover: bool = False) -> Panel:
     for line in (_unexpected(report, failover) + report.mismatches)[:5]:
         table.add_row("[red]problem", line)
     ok = _clean(report, failover=failover)
-    return Panel.fit(table, title="summary", border_style="green" if ok else "red")
+    return Panel.fit(table, title=title, border_style="green" if ok else "red")
 
 
-def _lines(cart: dict[str, Any]) -> dict[str, int]:
-    return {item["product_id"]: item["qty"] for item in cart["items"]}
+def _zero_is_green(count: int) -> str:
+    return f"[green]{count}[/]" if not count else f"[red]{count}[/]"
+
+

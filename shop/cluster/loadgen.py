@@ -194,7 +194,7 @@ class SimulatedShopper:
 
     def cart(self) -> dict[str, int]:
         """The cart as {product_id: qty}, as the shop reports it now."""
-        return _quantities(self.must("GET", "/api/cart").json())
+        return quantities(self.must("GET", "/api/cart").json())
 
     def _check_cart(self, cart: dict[str, int]) -> None:
         """A cart read holding less than was acknowledged is a lost cart: record it,
@@ -203,8 +203,8 @@ class SimulatedShopper:
         if not missing:
             return
         self.lost_carts.append(
-            f"{self.name}: cart lost (served by {self.last_served_by}): acknowledged "
-            f"{dict(+self.acknowledged)}, the shop shows {cart}"
+            f"{self.name}: cart lost: {sum(self.acknowledged.values())} items acknowledged, "
+            f"{sum(cart.values())} shown by {self.last_served_by} (missing: {missing})"
         )
         self.acknowledged = Counter(cart)
 
@@ -231,7 +231,7 @@ class SimulatedShopper:
         if roll < 0.6:
             response = self.request("GET", "/api/cart")
             if response is not None:
-                self._check_cart(_quantities(response.json()))
+                self._check_cart(quantities(response.json()))
         elif roll < 0.8:
             response = self.request("GET", "/api/me", expect=(200, 401))
             if response is not None:
@@ -257,7 +257,7 @@ class SimulatedShopper:
         return self.final_cart == {p: q for p, q in self.acknowledged.items() if q}
 
 
-def _quantities(cart: dict[str, Any]) -> dict[str, int]:
+def quantities(cart: dict[str, Any]) -> dict[str, int]:
     """{product_id: qty} of a cart as /api/cart answers it."""
     return {item["product_id"]: item["qty"] for item in cart["items"]}
 
