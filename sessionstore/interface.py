@@ -15,7 +15,38 @@ from .session import RedisNullSession, RedisSession, is_well_formed_sid, new_sid
 from .store import SessionObserver, SessionStore
 
 
-class RedisSessionInterface(SessionInterface):
+class SessionIdCookie(SessionInterface):
+    """Flask's cookie rules for a server-side session, whose cookie carries only
+    its id (``session.sid``): set it, clear it. Any server-side store can share them."""
+
+    def _set_cookie(self, app: Flask, session: Any, response: Response) -> None:
+        response.set_cookie(
+            self.get_cookie_name(app),
+            session.sid,
+            expires=self.get_expiration_time(app, session),
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+            partitioned=self.get_cookie_partitioned(app),
+        )
+        response.vary.add("Cookie")
+
+    def _clear_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            httponly=self.get_cookie_httponly(app),
+            samesite=self.get_cookie_samesite(app),
+            partitioned=self.get_cookie_partitioned(app),
+        )
+        response.vary.add("Cookie")
+
+
+class RedisSessionInterface(SessionIdCookie):
     """Server-side sessions in Redis: ``app.session_interface = RedisSessionInterface(r)``.
 
     The cookie carries only a random 256-bit id; everything else is in Redis,
@@ -106,32 +137,6 @@ class RedisSessionInterface(SessionInterface):
         # (SESSION_REFRESH_EACH_REQUEST), gets its cookie again.
         if id_changed or self.should_set_cookie(app, session):
             self._set_cookie(app, session, response)
-
-    def _set_cookie(self, app: Flask, session: RedisSession, response: Response) -> None:
-        response.set_cookie(
-            self.get_cookie_name(app),
-            session.sid,
-            expires=self.get_expiration_time(app, session),
-            httponly=self.get_cookie_httponly(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            samesite=self.get_cookie_samesite(app),
-            partitioned=self.get_cookie_partitioned(app),
-        )
-        response.vary.add("Cookie")
-
-    def _clear_cookie(self, app: Flask, response: Response) -> None:
-        response.delete_cookie(
-            self.get_cookie_name(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            httponly=self.get_cookie_httponly(app),
-            samesite=self.get_cookie_samesite(app),
-            partitioned=self.get_cookie_partitioned(app),
-        )
-        response.vary.add("Cookie")
 
 
 def _as_timedelta(value: Any, default: timedelta) -> timedelta:

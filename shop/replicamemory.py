@@ -35,8 +35,9 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
-from flask.sessions import SecureCookieSession, SessionInterface
+from flask.sessions import SecureCookieSession
 
+from sessionstore.interface import SessionIdCookie
 from sessionstore.session import is_well_formed_sid, new_sid
 
 from . import atomic
@@ -212,7 +213,7 @@ class _Stored:
         self.last_seen = time.monotonic()
 
 
-class MemorySessionInterface(SessionInterface):
+class MemorySessionInterface(SessionIdCookie):
     """Server-side sessions in a dict of this process: id in the cookie, values here."""
 
     def __init__(self, *, idle_timeout: timedelta, absolute_timeout: timedelta) -> None:
@@ -269,29 +270,8 @@ class MemorySessionInterface(SessionInterface):
                 self._sweep()
             self._sessions[sid] = _Stored(data, created)
         session.sid, session.created_at = sid, created
-        response.set_cookie(
-            self.get_cookie_name(app),
-            sid,
-            expires=self.get_expiration_time(app, session),
-            httponly=self.get_cookie_httponly(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            samesite=self.get_cookie_samesite(app),
-        )
-        response.vary.add("Cookie")
+        self._set_cookie(app, session, response)
 
     def _sweep(self) -> None:
         for sid in [s for s, stored in self._sessions.items() if self._expired(stored)]:
             del self._sessions[sid]
-
-    def _clear_cookie(self, app: Flask, response: Response) -> None:
-        response.delete_cookie(
-            self.get_cookie_name(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            httponly=self.get_cookie_httponly(app),
-            samesite=self.get_cookie_samesite(app),
-        )
-        response.vary.add("Cookie")

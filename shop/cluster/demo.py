@@ -64,6 +64,22 @@ class Narrator:
         )
         return response
 
+    def sign_up(self) -> None:
+        """The shopper registers and logs in, each request printed."""
+        self.call("POST", "/api/register", json=self.shopper.account, expect=(201,))
+        self.call("POST", "/api/login", json=self.shopper.account)
+
+    def fill_cart(self) -> dict[str, Any]:
+        """Three lines of plentiful products; print the cart and return it as
+        /api/cart answers."""
+        products = plentiful(self.call("GET", "/api/products").json(), 3)
+        for product, qty in zip(products, (2, 1, 1), strict=False):
+            body = {"product_id": product["id"], "qty": qty}
+            self.call("POST", "/api/cart/items", json=body, expect=(201,))
+        cart = self.call("GET", "/api/cart").json()
+        self.console.print(self.cart_table(cart))
+        return cart
+
     def cart_table(self, cart: dict[str, Any]) -> Table:
         table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
         for column in ("product", "qty", "subtotal"):
@@ -104,13 +120,7 @@ def run_demo(
             title="kill-a-node demo",
         )
     )
-    load = LoadGenerator(
-        url,
-        BACKGROUND_SHOPPERS,
-        duration=BACKGROUND_SECONDS,
-        max_requests=BACKGROUND_MAX_REQUESTS,
-        think=0.05,
-    )
+    load = background_load(url)
     try:
         load.start()
         try:
@@ -133,20 +143,24 @@ def run_demo(
     return 0 if ok and _clean(report, failover=state.ha) else 1
 
 
+def background_load(url: str, shoppers: int = BACKGROUND_SHOPPERS) -> LoadGenerator:
+    """The simulated shoppers who keep a demo's cluster busy (bounded: they stop
+    at the end of the story anyway)."""
+    return LoadGenerator(
+        url,
+        shoppers,
+        duration=BACKGROUND_SECONDS,
+        max_requests=BACKGROUND_MAX_REQUESTS,
+        think=0.05,
+    )
+
+
 def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
     shopper = n.shopper
     n.step(f"A shopper, {shopper.name}, registers and logs in")
-    account = {"username": shopper.name, "password": shopper.password}
-    n.call("POST", "/api/register", json=account, expect=(201,))
-    n.call("POST", "/api/login", json=account)
-
+    n.sign_up()
     n.step("They fill a cart (each POST carries an Idempotency-Key)")
-    products = plentiful(n.call("GET", "/api/products").json(), 3)
-    for product, qty in zip(products, (2, 1, 1), strict=False):
-        body = {"product_id": product["id"], "qty": qty}
-        n.call("POST", "/api/cart/items", json=body, expect=(201,))
-    cart_before = n.call("GET", "/api/cart").json()
-    n.console.print(n.cart_table(cart_before))
+    cart_before = n.fill_cart()
 
     victim = shopper.last_served_by
     n.step(f"{victim} just served them. Kill it: SIGKILL to its whole process group")

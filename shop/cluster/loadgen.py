@@ -159,11 +159,15 @@ class SimulatedShopper:
         return response
 
     # ---------------------------------------------------------------- actions
+    @property
+    def account(self) -> dict[str, str]:
+        """The body of its register and login requests."""
+        return {"username": self.name, "password": self.password}
+
     def sign_up(self) -> None:
         """Register and log in (the session cookie is then this shopper's)."""
-        account = {"username": self.name, "password": self.password}
-        self.must("POST", "/api/register", json=account, expect=(201,))
-        self.must("POST", "/api/login", json=account)
+        self.must("POST", "/api/register", json=self.account, expect=(201,))
+        self.must("POST", "/api/login", json=self.account)
 
     def products(self) -> list[dict[str, Any]]:
         return self.must("GET", "/api/products").json()
@@ -213,8 +217,7 @@ class SimulatedShopper:
         if response.status_code != 401:
             return
         self.forced_logins += 1
-        account = {"username": self.name, "password": self.password}
-        self.request("POST", "/api/login", json=account)
+        self.request("POST", "/api/login", json=self.account)
 
     def step(self, product_ids: list[str]) -> None:
         """One random action: mostly reads, about a third cart adds."""
