@@ -97,7 +97,7 @@ def test_checkout_from_memory_takes_stock_in_redis_and_empties_the_cart(
     assert int(redis_client.hget("shop:stock", "paper-filters")) == stock - 2
     assert browser.get("/api/orders").get_json()[0]["order_id"] == order.get_json()["order_id"]
     assert browser.get("/api/cart").get_json()["items"] == []
-    assert browser.post("/api/checkout").status_code == 400  # empty cart
+    assert browser.post("/api/checkout").get_json()["error"] == "empty_cart"
 
 
 def test_memory_checkout_refuses_what_is_not_in_stock(redis_server, redis_client):
