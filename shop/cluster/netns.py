@@ -178,9 +178,14 @@ def subnet_lock() -> Iterator[None]:
 def free_subnet() -> str:
     """The first /24 of SUPERNET that no address or route of the root namespace
     touches (another cluster's client link holds one)."""
-    used = [ipaddress.ip_network(n, strict=False) for n in _root_networks()]
+    return first_free(_root_networks())
+
+
+def first_free(used: Sequence[str]) -> str:
+    """The first /24 of SUPERNET that overlaps none of the networks `used`."""
+    taken = [ipaddress.ip_network(n, strict=False) for n in used]
     for candidate in SUPERNET.subnets(new_prefix=PREFIX_LENGTH):
-        if not any(candidate.overlaps(n) for n in used):
+        if not any(candidate.overlaps(n) for n in taken):
             return str(candidate)
     raise ClusterError(f"every /24 of {SUPERNET} is in use; stop another hosts-mode cluster")
 
