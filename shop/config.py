@@ -153,6 +153,7 @@ class ServerSettings:
     timeout: int
     graceful_timeout: int
     keepalive: int
+    request_read_timeout: float
     forwarded_allow_ips: str
     access_log: str | None
     error_log: str
@@ -172,6 +173,7 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         timeout=_int(env, "SHOP_TIMEOUT", 30),
         graceful_timeout=_int(env, "SHOP_GRACEFUL_TIMEOUT", 30),
         keepalive=_int(env, "SHOP_KEEPALIVE", 75),
+        request_read_timeout=_float(env, "SHOP_REQUEST_READ_TIMEOUT", 5.0),
         forwarded_allow_ips=env.get("SHOP_FORWARDED_ALLOW_IPS", "127.0.0.1"),
         access_log=env.get("SHOP_ACCESS_LOG") or None,
         error_log=env.get("SHOP_ERROR_LOG", "-"),

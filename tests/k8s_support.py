@@ -390,7 +390,9 @@ def check_service_ports(objects: list[Obj]) -> list[str]:
 
 
 def check_probes(objects: list[Obj]) -> list[str]:
-    """The shop is probed on /readyz and /healthz, which the app serves; nginx on its own paths."""
+    """The shop is probed on /healthz, which the app serves and which touches no Redis
+    (a Redis outage must neither restart every pod nor empty the Service); nginx on its
+    own paths."""
     found = []
     for w in workloads(objects):
         for c in containers(w, init=False):
@@ -414,7 +416,7 @@ def check_probes(objects: list[Obj]) -> list[str]:
                     if http["path"] not in nginx_exact_locations(conf):
                         found.append(f"{where}: {kind} path {http['path']} is not nginx's own")
             if is_gunicorn(c):
-                wanted = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+                wanted = {"readinessProbe": "/healthz", "livenessProbe": "/healthz"}
                 for kind, path in wanted.items():
                     got = probes.get(kind, {}).get("httpGet", {}).get("path")
                     if kind in probes and got != path:

@@ -260,7 +260,7 @@ SERVICE_SELECTOR = """  selector:
   ports:"""
 READINESS_PROBE = """          readinessProbe:
             httpGet:
-              path: /readyz
+              path: /healthz
               port: http
             periodSeconds: 5
             timeoutSeconds: 2
@@ -339,6 +339,10 @@ BREAKAGES: dict[str, tuple[Callable[[list[k8s.Obj]], None], str]] = {
     "liveness on /readyz (a Redis outage would restart every pod)": (
         lambda o: _shop_container(o)["livenessProbe"]["httpGet"].update(path="/readyz"),
         "livenessProbe must GET /healthz, not /readyz",
+    ),
+    "readiness on /readyz (a Redis outage would empty the Service)": (
+        lambda o: _shop_container(o)["readinessProbe"]["httpGet"].update(path="/readyz"),
+        "readinessProbe must GET /healthz, not /readyz",
     ),
     "a targetPort that names no container port": (
         lambda o: k8s.find(o, "Service", "shop")["spec"]["ports"][0].update(targetPort="web"),

@@ -236,3 +236,102 @@ def test_nginx_retries_a_post_on_the_next_replica_with_one_idempotency_key(
     procs.wait_until(lambda: access_log.stat().st_size > 0, timeout=5, what="access log")
     log = access_log.read_text()
     assert f"upstream=127.0.0.1:{dead}, 127.0.0.1:{live} ustatus=502, 200" in log
+
+
+# ----------------------------------------------- what nginx answers by itself
+@pytest.fixture
+def nginx_in_front_of(tmp_path: Path) -> Iterator[object]:
+    """Start nginx (the local rendering) in front of the given ports; stopped by pid."""
+    started = []
+
+    def start(replica_ports: list[int]) -> str:
+        port = procs.free_port()
+        conf = local_conf(tmp_path, replica_ports, port)
+        started.append(procs.spawn(nginx_argv(tmp_path, conf), log_path=tmp_path / "nginx.out"))
+        procs.wait_until(lambda: procs.port_is_open(port), timeout=15, what="nginx")
+        return f"http://{procs.LOOPBACK}:{port}"
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            procs.stop_process(proc.pid, timeout=10)
+
+
+@pytest.fixture
+def echo_replica() -> Iterator[int]:
+    echo = ThreadingHTTPServer((procs.LOOPBACK, 0), EchoHandler)
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    try:
+        yield echo.server_address[1]
+    finally:
+        echo.shutdown()
+        echo.server_close()
+
+
+def assert_shop_error(response: requests.Response, status: int, code: str) -> None:
+    """An answer in the shop's JSON error format, stamped with the request id."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error"] == code and body["message"], body
+    assert response.headers["X-Request-ID"]
+
+
+def test_no_replica_answering_is_a_json_503_with_retry_after_on_the_api(nginx_in_front_of):
+    url = nginx_in_front_of([procs.free_port(), procs.free_port()])  # nobody listens
+    for method, path in [("GET", "/api/cart"), ("POST", "/api/cart/items")]:
+        response = requests.request(method, f"{url}{path}", json={}, timeout=15)
+        assert_shop_error(response, 503, "service_unavailable")
+        assert response.headers["Retry-After"] == "2"
+    page = requests.get(f"{url}/cart", timeout=15)  # a page keeps nginx's own answer
+    assert page.status_code == 502 and "text/html" in page.headers["Content-Type"]
+
+
+def test_a_body_over_16_kb_is_refused_by_nginx_in_the_shops_format(nginx_in_front_of, echo_replica):
+    url = nginx_in_front_of([echo_replica])
+    big = "x" * (16 * 1024 + 1)
+    response = requests.post(
+        f"{url}/api/cart/items", data=big, timeout=10, headers={"Content-Type": "application/json"}
+    )
+    assert_shop_error(response, 413, "body_too_large")
+    just_fits = requests.post(
+        f"{url}/api/cart/items",
+        data="x" * 16 * 1024,
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
+    assert just_fits.status_code == 200  # the app's own limit (16 KB) decides from here
+    form = requests.post(f"{url}/cart/add", data=big, timeout=10)
+    assert form.status_code == 413 and "text/html" in form.headers["Content-Type"]
+
+
+def test_nginx_refusing_a_method_says_which_ones_the_path_takes(nginx_in_front_of, echo_replica):
+    url = nginx_in_front_of([echo_replica])
+    response = requests.request("TRACE", f"{url}/api/cart/items/house-blend", timeout=10)
+    assert_shop_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == "DELETE, OPTIONS, PUT"
+    assert requests.request("TRACE", f"{url}/api/me", timeout=10).headers["Allow"] == (
+        "GET, HEAD, OPTIONS"
+    )
+    assert_shop_error(requests.request("TRACE", f"{url}/api/nowhere", timeout=10), 404, "not_found")
+    page = requests.request("TRACE", f"{url}/cart", timeout=10)
+    assert page.status_code == 405 and "Allow" not in page.headers
+
+
+def test_nginx_names_no_version(nginx_in_front_of, echo_replica):
+    url = nginx_in_front_of([echo_replica])
+    for path in ["/api/me", nginxconf.HEALTH_PATH, "/static/nowhere.css"]:
+        assert requests.get(f"{url}{path}", timeout=10).headers["Server"] == "nginx"
+
+
+def test_the_allow_table_nginx_uses_is_the_apps_own(shop_app):
+    methods: dict[str, set[str]] = {}
+    for rule in shop_app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            methods.setdefault(re.sub(r"<[^>]+>", "X", rule.rule), set()).update(rule.methods)
+    routes = {path: ", ".join(sorted(names)) for path, names in methods.items()}
+    table = {}
+    for path, allowed in nginxconf.API_METHODS:
+        table[path.replace("~^", "").replace("[^/]+$", "X")] = allowed
+    assert table == routes

@@ -100,9 +100,30 @@ def template_environment() -> jinja2.Environment:
     )
 
 
+# The methods each JSON API path takes, as the app's routes have them, HEAD
+# and OPTIONS included (Flask adds them): nginx names them in the Allow header
+# of a 405 it answers itself (to a TRACE). tests/test_nginx_config.py checks
+# this table against the app's url_map; the launcher never imports the app.
+API_METHODS = (
+    ("/api/register", "OPTIONS, POST"),
+    ("/api/login", "OPTIONS, POST"),
+    ("/api/logout", "OPTIONS, POST"),
+    ("/api/me", "GET, HEAD, OPTIONS"),
+    ("/api/products", "GET, HEAD, OPTIONS"),
+    ("/api/cart", "GET, HEAD, OPTIONS"),
+    ("/api/cart/items", "OPTIONS, POST"),
+    ("~^/api/cart/items/[^/]+$", "DELETE, OPTIONS, PUT"),
+    ("/api/checkout", "OPTIONS, POST"),
+    ("/api/orders", "GET, HEAD, OPTIONS"),
+    ("/api/cluster", "GET, HEAD, OPTIONS"),
+    ("/api/openapi.json", "GET, HEAD, OPTIONS"),
+)
+
+
 def render(settings: NginxSettings) -> str:
     """The configuration text for `settings`."""
-    return template_environment().get_template(TEMPLATE_NAME).render(**asdict(settings))
+    template = template_environment().get_template(TEMPLATE_NAME)
+    return template.render(**asdict(settings), api_methods=API_METHODS)
 
 
 def local_settings(
