@@ -9,6 +9,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,32 @@ def test_keepalived_accepts_the_rendered_config(tmp_path: Path) -> None:
         [binary, "--config-test", "-f", str(conf)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+# As a user without root: the launcher imported first (as root, the interpreter
+# may live where another user cannot read), then the effective user dropped.
+AS_NOBODY = """
+import os, sys
+from shop.cluster.cli import main
+import shop.cluster.launcher, shop.cluster.output
+if os.geteuid() == 0:
+    os.setegid(65534)
+    os.seteuid(65534)
+sys.exit(main(["up", "--hosts", "--workdir", sys.argv[1]]))
+"""
+
+
+def test_hosts_mode_without_root_says_so_in_one_line_and_makes_nothing() -> None:
+    workdir = Path(tempfile.gettempdir()) / f"shop-hosts-{uuid.uuid4().hex}"  # anyone's /tmp
+    before = netns.namespaces()
+    result = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, str(workdir)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--hosts needs root" in lines[0], result.stderr
+    assert "loopback" in lines[0]  # and says what works without it
+    assert not workdir.exists()
+    assert netns.namespaces() == before
+

@@ -179,6 +179,8 @@ class Workdir:
             state = State.from_json(self.state_file.read_text())
         except FileNotFoundError:
             return None
+        except PermissionError as exc:
+            raise ClusterError(f"cannot read {self.state_file}: {exc.strerror} (another user's?)")
         except (ValueError, KeyError, TypeError) as exc:
             raise ClusterError(
                 f"cannot read {self.state_file} ({exc}); stop any leftover processes "
