@@ -55,9 +55,11 @@ def nginx(
     prefix, port = tmp_path / "nginx", procs.free_port()
     (prefix / "tmp").mkdir(parents=True)
     conf = prefix / "nginx.conf"
-    ports = [replica.port for replica in crashing_and_healthy]
+    servers = [f"{procs.LOOPBACK}:{replica.port}" for replica in crashing_and_healthy]
     conf.write_text(
-        nginxconf.render_local(prefix=prefix, port=port, replica_ports=ports, log_dir=prefix)
+        nginxconf.render_local(
+            prefix=prefix, listen=f"{procs.LOOPBACK}:{port}", servers=servers, log_dir=prefix
+        )
     )
     argv = nginxconf.argv(prefix=prefix, conf=conf, error_log=prefix / "nginx-error.log")
     proc = procs.spawn(argv, log_path=prefix / "nginx.out")
