@@ -122,6 +122,46 @@ def wrk_binary() -> str:
     return path
 
 
+def wrk_argv(
+    url: str,
+    script: str,
+    script_args: Sequence[str] = (),
+    *,
+    duration: float,
+    connections: int,
+    threads: int = 2,
+    timeout: float = 5.0,
+    headers: Sequence[str] = (),
+) -> list[str]:
+    """The wrk command line: `script` (in bench/lua) against `url` for at most
+    `duration` seconds; a request unanswered after `timeout` seconds is an error.
+    SIGINT stops it early, with the same summary."""
+    return [
+        wrk_binary(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout", f"{timeout:g}s",
+        "--latency",
+        *(option for header in headers for option in ("-H", header)),
+        "-s", str(LUA_DIR / script),
+        url,
+        "--",
+        *script_args,
+    ]  # fmt: skip
+
+
+def wrk_summary(out: str, err: str, returncode: int) -> dict[str, int]:
+    """The line common.lua's done() prints, as numbers (requests, duration_us,
+    p50_us..max_us, each kind of error), plus `errors`: all of them summed."""
+    match = _JSON_LINE.search(out)
+    if returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({returncode}): {err.strip() or out[-2000:]}")
+    raw = json.loads(match.group(1))
+    raw["errors"] = sum(raw[k] for k in list(raw) if k.endswith("_errors") or k == "timeouts")
+    return raw
+
+
 def run_wrk(
     url: str,
     script: str,
@@ -133,18 +173,9 @@ def run_wrk(
     watch: CpuWatch | None = None,
 ) -> WrkResult:
     """Run wrk for `duration` seconds against `url` with `script` (in bench/lua)."""
-    argv = [
-        wrk_binary(),
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--timeout", "5s",
-        "--latency",
-        "-s", str(LUA_DIR / script),
-        url,
-        "--",
-        *script_args,
-    ]  # fmt: skip
+    argv = wrk_argv(
+        url, script, script_args, duration=duration, connections=connections, threads=threads
+    )
     if watch:
         watch.start()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,12 +192,8 @@ def run_wrk(
     except subprocess.TimeoutExpired:
         procs.stop_process(proc.pid, group=False)
         raise
-    match = _JSON_LINE.search(out)
-    if proc.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.strip() or out[-2000:]}")
-    raw = json.loads(match.group(1))
+    raw = wrk_summary(out, err, proc.returncode)
     seconds = raw["duration_us"] / 1e6
-    errors = sum(raw[k] for k in raw if k.endswith("_errors") or k == "timeouts")
     return WrkResult(
         requests=raw["requests"],
         seconds=round(seconds, 3),
@@ -174,7 +201,7 @@ def run_wrk(
         p50_ms=raw["p50_us"] / 1000,
         p90_ms=raw["p90_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
-        errors=errors,
+        errors=raw["errors"],
         wrk_cpu=round((wrk_used - wrk_before) / max(wall, 1e-9), 3),
         cpu=cpu,
     )

@@ -1,8 +1,10 @@
-"""The live cluster page (/cluster) and its JSON (/api/cluster), from the heartbeats.
+"""The live cluster page (/cluster) and its JSON (/api/cluster), from the heartbeats
+and the autoscaler's record (shop/scalelog.py).
 
 Anyone sees each replica's name and whether it is alive; process details
-(pids, uptime, request counts) only a client on the cluster's own host, or
-every client where SHOP_CLUSTER_DETAILS=1 says so (see `shows_details`).
+(pids, uptime, request counts) and the autoscaler's readings and decisions
+(they tell the load) only a client on the cluster's own host, or every client
+where SHOP_CLUSTER_DETAILS=1 says so (see `shows_details`).
 
 Any replica can draw the whole cluster, because every worker's heartbeat is in
 the shared Redis (shop/heartbeat.py). The page names the replica that served
@@ -19,7 +21,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from . import appstate, heartbeat, identity
+from . import appstate, heartbeat, identity, scalelog
 from .formatting import duration
 
 bp = Blueprint("cluster", __name__)
@@ -48,9 +50,11 @@ def shows_details() -> bool:
 
 
 def cluster_status() -> dict[str, Any]:
-    """What /api/cluster returns: who served this, and every replica seen recently."""
+    """What /api/cluster returns: who served this, every replica seen recently, and
+    (with details) the autoscaler's reading and latest decisions."""
     now = time.time()
-    replicas = heartbeat.read_cluster(appstate.store().client, now)
+    client = appstate.store().client
+    replicas = heartbeat.read_cluster(client, now)
     details = shows_details()
     rows = [r.to_json() for r in replicas]
     if not details:
@@ -62,6 +66,7 @@ def cluster_status() -> dict[str, Any]:
         "alive": sum(1 for r in replicas if r.alive),
         "details": details,
         "replicas": rows,
+        "autoscale": scalelog.read(client) if details else None,
     }
 
 

@@ -57,6 +57,17 @@ heartbeat thread about once a second, never by a request:
   requests it served in that 10-s bucket (HINCRBY by each beat's delta); the
   last six buckets give "requests in the last minute".
 
+The autoscaler's record (shop/scalelog.py), written by the launcher's
+autoscaler process (`shop-cluster autoscale`), read by the cluster page and
+`shop-cluster status`:
+
+- ``shop:cluster:autoscaler`` string, TTL 5 s (rewritten every half second):
+  JSON ``{pid, updated, policy, replicas, in_flight, per_replica, outlook}``,
+  what it reads and aims for now. Its lapse means the autoscaler is off (or gone).
+- ``shop:cluster:autoscaler:decisions`` list, TTL 1 day (refreshed by every
+  push), newest first, at most 50: JSON ``{at, action, from, to, reason,
+  in_flight, took}`` per decision (action: on, up, down, error, off).
+
 Every Lua script receives all the keys it touches in ``KEYS`` (none is built
 inside a script), so the scripts stay valid should the data ever be sharded.
 """
@@ -159,3 +170,13 @@ def cluster_workers() -> str:
 def cluster_requests(bucket: int) -> str:
     """Hash of replica -> requests served in 10-s bucket `bucket` (unix time // 10)."""
     return f"{PREFIX}cluster:requests:{bucket}"
+
+
+def cluster_autoscaler() -> str:
+    """JSON of what the autoscaler reads and aims for now (short TTL: its lapse means off)."""
+    return f"{PREFIX}cluster:autoscaler"
+
+
+def cluster_autoscaler_decisions() -> str:
+    """List of the autoscaler's decisions as JSON, newest first (capped)."""
+    return f"{PREFIX}cluster:autoscaler:decisions"

@@ -160,8 +160,56 @@ REPLICA = _object(
     name=STRING,
     alive={"type": "boolean", "description": "a worker's heartbeat is fresh (< 3 s)"},
 )
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+AUTOSCALE_POLICY = _object(
+    ["minimum", "maximum", "target", "window", "down_window", "cooldown", "band"],
+    minimum=INTEGER,
+    maximum=INTEGER,
+    target={"type": "number", "description": "requests in flight per replica aimed for"},
+    window={"type": "number", "description": "seconds averaged into one reading"},
+    down_window={"type": "number", "description": "seconds of calm before a scale-down"},
+    cooldown={"type": "number", "description": "seconds after a change before a scale-down"},
+    band={"type": "number", "description": "a scale-down leaves each replica <= band x target"},
+)
+AUTOSCALE_READING = _object(
+    ["pid", "updated", "policy", "replicas", "in_flight", "per_replica", "outlook", "summary"],
+    pid=INTEGER,
+    updated={"type": "number", "description": "unix time"},
+    policy=AUTOSCALE_POLICY,
+    replicas=INTEGER,
+    in_flight={**NUMBER_OR_NULL, "description": "requests in flight through nginx, 3-s mean"},
+    per_replica=NUMBER_OR_NULL,
+    outlook={"type": "string", "description": "what it waits for"},
+    summary=STRING,
+)
+AUTOSCALE_DECISION = _object(
+    ["at", "action", "reason", "summary"],
+    optional={
+        "from": INTEGER,
+        "to": INTEGER,
+        "in_flight": NUMBER_OR_NULL,
+        "took": {"type": "number", "description": "seconds the scale took"},
+    },
+    at={"type": "number", "description": "unix time"},
+    action={"enum": ["on", "up", "down", "error", "off"]},
+    reason=STRING,
+    summary=STRING,
+)
+AUTOSCALE = {
+    "anyOf": [
+        {"type": "null"},
+        _object(
+            ["reading", "decisions"],
+            reading={"anyOf": [{"type": "null"}, AUTOSCALE_READING]},
+            decisions={"type": "array", "items": AUTOSCALE_DECISION},
+        ),
+    ],
+    "description": "the launcher's autoscaler (`shop-cluster autoscale`): what it reads now "
+    "(null when it is off) and its latest decisions, newest first; null for a client that "
+    "sees no details (it tells the load)",
+}
 CLUSTER = _object(
-    ["served_by", "generated_at", "refresh_seconds", "alive", "replicas", "details"],
+    ["served_by", "generated_at", "refresh_seconds", "alive", "replicas", "details", "autoscale"],
     served_by={"type": "string", "description": "the replica that answered this request"},
     generated_at={"type": "number"},
     refresh_seconds={"type": "number"},
@@ -172,6 +220,7 @@ CLUSTER = _object(
         "request counts): only for a client on this host, or with SHOP_CLUSTER_DETAILS=1",
     },
     replicas={"type": "array", "items": REPLICA},
+    autoscale=AUTOSCALE,
 )
 
 SCHEMAS: dict[str, Any] = {
@@ -360,7 +409,8 @@ def document() -> dict[str, Any]:
             },
             "/api/cluster": {
                 "get": _op(
-                    "Every replica seen in the last 10 minutes, from their heartbeats",
+                    "Every replica seen in the last 10 minutes, from their heartbeats, "
+                    "and the autoscaler's decisions",
                     {"200": _json(_ref("Cluster"), "Who served this; each replica alive or gone")},
                 )
             },

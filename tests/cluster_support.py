@@ -103,6 +103,7 @@ class Launcher:
             *state.get("sentinels", []),
             *state.get("nginx_peers", []),
             *state.get("keepalived", []),
+            *([state["autoscaler"]] if state.get("autoscaler") else []),
         ]
         return {p["pid"] for p in procs_ if p["pid"]}
 

@@ -14,7 +14,7 @@ from cluster_support import Launcher
 
 from shop.cluster import cli, procs
 
-SUBCOMMANDS = ["up", "down", "status", "kill", "start", "scale", "demo"]
+SUBCOMMANDS = ["up", "down", "status", "kill", "start", "scale", "autoscale", "demo"]
 
 
 def no_traceback(result: subprocess.CompletedProcess) -> None:

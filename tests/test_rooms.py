@@ -28,6 +28,7 @@ DOMAIN = {
     "shop.idempotency",
     "shop.keys",
     "shop.orders",
+    "shop.scalelog",
     "shop.shopstore",
     "shop.throttle",
 }

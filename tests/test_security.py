@@ -18,7 +18,7 @@ import time
 import pytest
 from shop_support import PASSWORD, form, make_app, register, snapshot, submit
 
-from shop import cart, csrf, heartbeat, keys
+from shop import cart, csrf, heartbeat, keys, scalelog
 from shop.proxy import TrustedProxyFix
 
 # -- 1. open redirect after login ---------------------------------------------
@@ -293,6 +293,15 @@ STRANGER = {"REMOTE_ADDR": "203.0.113.99"}
 def beating(redis_client):
     for name in ("shop-1", "shop-2"):
         heartbeat.Heartbeat(redis_client, name, lambda: 5, started=1000.0).beat()
+    # The autoscaler's record tells the load too (what its process writes).
+    policy = {"minimum": 1, "maximum": 3, "target": 4.0, "window": 3.0,
+              "down_window": 15.0, "cooldown": 10.0, "band": 0.7}  # fmt: skip
+    scalelog.record(redis_client, {"at": 1000.0, "action": "up", "from": 1, "to": 2,
+                                   "reason": "9.0 requests in flight", "in_flight": 9.0,
+                                   "took": 4.2})  # fmt: skip
+    scalelog.publish(redis_client, {"pid": 1, "updated": 1001.0, "policy": policy,
+                                    "replicas": 2, "in_flight": 9.0, "per_replica": 4.5,
+                                    "outlook": "steady"})  # fmt: skip
 
 
 def test_a_stranger_sees_only_names_and_alive_or_gone(shop_app, beating):
@@ -303,8 +312,10 @@ def test_a_stranger_sees_only_names_and_alive_or_gone(shop_app, beating):
         {"name": "shop-1", "alive": True},
         {"name": "shop-2", "alive": True},
     ]
+    assert body["autoscale"] is None
     page = client.get("/cluster", environ_base=STRANGER).get_data(as_text=True)
     assert "shop-2" in page and "Uptime" not in page and "Requests" not in page
+    assert "Autoscaling" not in page and "in flight" not in page
 
 
 def test_the_cluster_host_and_a_flagged_deployment_see_the_details(
@@ -312,6 +323,10 @@ def test_the_cluster_host_and_a_flagged_deployment_see_the_details(
 ):
     from_host = shop_app.test_client().get("/api/cluster").get_json()  # 127.0.0.1
     assert from_host["details"] and from_host["replicas"][0]["pids"]
+    assert from_host["autoscale"]["reading"]["summary"].startswith("2 replicas (range 1 to 3")
+    assert from_host["autoscale"]["decisions"][0]["summary"] == "up 1 → 2"
+    page = shop_app.test_client().get("/cluster").get_data(as_text=True)
+    assert "up 1 → 2" in page and "9.0 requests in flight" in page and "4.2 s" in page
     flagged = make_app(redis_server.url, CLUSTER_DETAILS=True).test_client()
     body = flagged.get("/api/cluster", environ_base=STRANGER).get_json()
     assert body["details"] and body["replicas"][0]["requests_total"] == 5

@@ -19,7 +19,27 @@ from . import hosts, procs, store
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .output import LogFollower, console, err_console, status_table
 from .procs import ClusterError
+from .scalepolicy import Policy
 from .state import APP_STATES, DEFAULT_WORKDIR, STATE_MEMORY, STATE_REDIS, Workdir
+
+DEFAULT_TARGET = Policy.target
+AUTOSCALE_DESCRIPTION = """\
+Keep the replicas between MIN and MAX, following the load: an autoscaler
+process (recorded with the cluster: `status` shows it, `down` stops it) reads
+the requests in flight through nginx every half second and scales with
+`scale`, so new replicas join nginx once ready and leaving ones are drained
+first. Per replica it aims for --target requests in flight:
+
+  up    when the last 3 s averaged above the target: straight to the replicas
+        needed (in flight / target), at most double at once
+  down  one replica at a time, once one replica fewer would have carried every
+        reading of the last 15 s at 70 % of the target or less, and 10 s
+        after the last change
+  range a new range applies at once; `off` leaves the replicas as they are
+
+Every decision and its reason: `status`, the cluster page (/cluster) and
+WORKDIR/logs/autoscaler.log. While autoscaling is on, `scale` is refused.
+Not with --hosts (scaling there would need new hosts)."""
 
 DESCRIPTION = """\
 Run the shop cluster locally: redis-server, N gunicorn replicas of the shop
@@ -35,6 +55,8 @@ examples:
   shop-cluster kill shop-2             crash a replica (SIGKILL of its process group)
   shop-cluster start shop-2            bring it back on the same port
   shop-cluster scale 5                 add replicas (or remove them, drained first)
+  shop-cluster autoscale 1:4           follow the load between 1 and 4 replicas
+  shop-cluster autoscale off           stop following it (the replicas stay)
   shop-cluster up --redis ha           Redis primary + replica + 3 Sentinels (failover)
   shop-cluster kill redis-primary      crash whichever Redis node is primary now (HA)
   shop-cluster start redis-1           bring a Redis node back: it rejoins as a replica
@@ -75,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     # What a new cluster looks like: for `up`, and for `demo` when none runs.
     shape = argparse.ArgumentParser(add_help=False)
     shape.add_argument(
-        "--replicas", type=int, default=DEFAULT_REPLICAS, metavar="N",
-        help=f"how many shop replicas (default: {DEFAULT_REPLICAS})",
+        "--replicas", type=int, default=None, metavar="N",
+        help=f"how many shop replicas (default: {DEFAULT_REPLICAS}; with --autoscale, its MIN)",
     )  # fmt: skip
     shape.add_argument(
         "--port", type=int, default=None, metavar="P",
@@ -115,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--foreground", action="store_true",
         help="stay attached: stream every process's log, stop all on Ctrl-C or SIGTERM",
     )  # fmt: skip
+    up.add_argument(
+        "--autoscale", type=_policy_range, metavar="MIN:MAX",
+        help="start MIN replicas and an autoscaler that keeps them between MIN and MAX "
+        "on the requests in flight through nginx (see `autoscale --help`)",
+    )  # fmt: skip
+    up.add_argument(
+        "--autoscale-target", type=_target, default=DEFAULT_TARGET, metavar="C",
+        help=f"with --autoscale: requests in flight per replica to aim for "
+        f"(default: {DEFAULT_TARGET:g})",
+    )  # fmt: skip
 
     sub.add_parser("down", parents=[common], help="stop every process of the cluster")
     status = sub.add_parser("status", parents=[common], help="show what runs where")
@@ -131,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="grow or shrink to N replicas (leaving ones are drained from nginx first)",
     )  # fmt: skip
     scale.add_argument("count", type=int, metavar="N", help="the number of replicas wanted")
+    autoscale = sub.add_parser(
+        "autoscale", parents=[common],
+        help="follow the load: keep the replicas between MIN and MAX, or `off`",
+        description=AUTOSCALE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    autoscale.add_argument(
+        "range", metavar="MIN:MAX|off", type=_range_or_off,
+        help="the range of replicas, e.g. 1:4; `off` stops autoscaling (the replicas stay)",
+    )  # fmt: skip
+    autoscale.add_argument(
+        "--target", type=_target, default=DEFAULT_TARGET, metavar="C",
+        help=f"requests in flight per replica to aim for (default: {DEFAULT_TARGET:g}, half "
+        f"of a replica's 2 workers x 4 threads)",
+    )  # fmt: skip
     hosts_help = "lb-1, lb-2, app-N, redis-N (see `status`)"
     power_off = sub.add_parser(
         "power-off", parents=[common],
@@ -184,14 +231,22 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         # after a running cluster).
         signal.signal(signal.SIGTERM, _interrupt)
     store = "Redis + Sentinels" if args.redis == "ha" else "redis"
-    with console.status(f"Starting {args.replicas} replicas, {store} and nginx…"):
+    policy = None
+    if args.autoscale is not None:
+        policy = _policy(args.autoscale, args.autoscale_target)
+    replicas = args.replicas
+    if replicas is None:
+        replicas = policy.minimum if policy else DEFAULT_REPLICAS
+    scaler = " and the autoscaler" if policy else ""
+    with console.status(f"Starting {replicas} replicas, {store}, nginx{scaler}…"):
         cluster.up(
-            replicas=args.replicas,
+            replicas=replicas,
             port=args.port,
             redis=args.redis,
             redis_replicas=args.redis_replicas,
             on_hosts=args.hosts,
             app_state=args.state,
+            autoscale=policy,
         )
     status = cluster.status()
     console.print(status_table(status))
@@ -268,6 +323,27 @@ def cmd_scale(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autoscale(cluster: Cluster, args: argparse.Namespace) -> int:
+    if args.range is None:
+        was = cluster.workdir.running().autoscale
+        cluster.autoscale(None)
+        if was is None:
+            console.print("Autoscaling was not on; nothing to do.")
+        else:
+            replicas = len(cluster.workdir.running().replicas)
+            console.print(f"Autoscaling [yellow]off[/]; the {replicas} replicas stay as they are.")
+        return 0
+    policy = _policy(args.range, args.target)
+    with console.status("Starting the autoscaler…"):
+        state = cluster.autoscale(policy)
+    console.print(
+        f"Autoscaling [green]on[/]: {policy.describe()} (now {len(state.replicas)}). "
+        f"Its decisions: `shop-cluster status{_workdir_flag(cluster)}`, the cluster page "
+        f"({state.url}cluster) and {cluster.workdir.log(state.autoscaler)}."
+    )
+    return 0
+
+
 def cmd_power_off(cluster: Cluster, args: argparse.Namespace) -> int:
     host, killed = cluster.power_off(args.host)
     console.print(
@@ -313,7 +389,7 @@ def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
         cluster,
         console,
         port=args.port,
-        replicas=args.replicas,
+        replicas=DEFAULT_REPLICAS if args.replicas is None else args.replicas,
         redis=args.redis,
         redis_replicas=args.redis_replicas,
     )
@@ -336,6 +412,7 @@ COMMANDS = {
     "kill": cmd_kill,
     "start": cmd_start,
     "scale": cmd_scale,
+    "autoscale": cmd_autoscale,
     "demo": cmd_demo,
     "power-off": cmd_power_off,
     "power-on": cmd_power_on,
@@ -364,6 +441,35 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected HOST or HOST,HOST,...")
     return names
+
+
+def _policy_range(text: str) -> str:
+    """MIN:MAX, checked as the command line reads it (a clear usage error otherwise)."""
+    try:
+        Policy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return text
+
+
+def _range_or_off(text: str) -> str | None:
+    return None if text.strip().lower() == "off" else _policy_range(text)
+
+
+def _target(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(
+            f"expected requests in flight per replica, a number above 0 (got {text!r})"
+        )
+    return value
+
+
+def _policy(text: str, target: float) -> Policy:
+    return Policy.parse(text, target=target)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -9,6 +9,8 @@ process manager such as honcho:
     store.py     the Redis store, single or HA (ha.py: nodes and Sentinels)
     appserver.py the shop's replicas (gunicorn): command line, environment, readiness
     nginxconf.py nginx: config from the one template, command line, start, reload
+    autoscaler.py the autoscaler process: follows the load with `scale`
+                 (scalepolicy.py: its rules)
     status.py    probes and the data of `status --json`
     procs.py     pids, signals, waits: the helpers the tests and benchmarks share
     output.py    the status table and the merged logs; cli.py parses and prints
@@ -22,9 +24,21 @@ from __future__ import annotations
 import os
 import signal
 
-from . import appserver, ha, hosts, keepalived, netns, nginxconf, procs, status, store
+from . import (
+    appserver,
+    autoscaler,
+    ha,
+    hosts,
+    keepalived,
+    netns,
+    nginxconf,
+    procs,
+    status,
+    store,
+)
 from .netns import Host
 from .procs import ClusterError
+from .scalepolicy import Policy
 from .state import APP_STATES, DEFAULT_WORKDIR, STATE_REDIS, Proc, State, Workdir
 
 DEFAULT_PORT = 8080
@@ -34,6 +48,10 @@ GRACEFUL_TIMEOUT = 35.0
 # How long the group of a SIGKILLed process may take to be gone: the kernel
 # reaps a killed process at once; a second covers a loaded machine many times.
 KILL_TIMEOUT = 10.0
+# How long the autoscaler may take to stop: it first finishes a scale it has
+# begun, new replicas ready (procs.READY_TIMEOUT) and nginx reloaded
+# (nginxconf.DRAIN_TIMEOUT), or leaving ones drained (GRACEFUL_TIMEOUT).
+AUTOSCALER_STOP_TIMEOUT = procs.READY_TIMEOUT + nginxconf.DRAIN_TIMEOUT + 5.0
 
 
 class Cluster:
@@ -52,6 +70,7 @@ class Cluster:
         redis_replicas: int = 1,
         on_hosts: bool = False,
         app_state: str = STATE_REDIS,
+        autoscale: Policy | None = None,
     ) -> State:
         """Start the store, `replicas` shop replicas and nginx; return once all are ready.
 
@@ -67,6 +86,9 @@ class Cluster:
         `app_state` ``memory`` (a demonstration) keeps sessions and carts in
         each replica's memory, one gunicorn worker each, behind nginx's
         sticky hash: what is lost when a replica dies (`demo --contrast`).
+
+        `autoscale`: then the autoscaler too, which keeps the replicas within its
+        range (start with `replicas` inside it) on the requests in flight.
         """
         if port is None:
             port = hosts.DEFAULT_PORT if on_hosts else DEFAULT_PORT
@@ -80,6 +102,13 @@ class Cluster:
             raise ClusterError(f"--redis must be one of {', '.join(store.MODES)}")
         if app_state not in APP_STATES:
             raise ClusterError(f"--state must be one of {', '.join(APP_STATES)}")
+        if autoscale is not None:
+            _check_autoscalable(on_hosts)
+            if not autoscale.minimum <= replicas <= autoscale.maximum:
+                raise ClusterError(
+                    f"--replicas {replicas} is outside --autoscale "
+                    f"{autoscale.minimum}:{autoscale.maximum}"
+                )
         # Fail before starting anything when a binary is missing.
         procs.find_binary("redis-server")
         procs.find_binary("nginx")
@@ -124,6 +153,9 @@ class Cluster:
                     self.workdir.save(state)
                 if on_hosts:
                     self._start_keepalived(state)
+                if autoscale is not None:
+                    state.autoscale = autoscale
+                    self._start_autoscaler(state)
             except BaseException:
                 # A half-started cluster is worse than none: stop what we started.
                 self._stop_all(state)
@@ -159,6 +191,7 @@ class Cluster:
         if not self.workdir.state_file.exists():
             self._sweep_hosts()
             return None
+        self._stop_autoscaler()  # before the lock: it may need it to finish a scale
         with self.workdir.locked():
             state = self.workdir.load()
             if state is None:
@@ -169,8 +202,11 @@ class Cluster:
 
     def _stop_all(self, state: State) -> None:
         # Front to back: no new requests, then replicas finish theirs, then
-        # Redis (SIGTERM makes it flush its append-only file). keepalived
-        # first: stopped, it takes the virtual IP away.
+        # Redis (SIGTERM makes it flush its append-only file). The autoscaler
+        # first, so that it starts nothing; keepalived next: stopped, it takes
+        # the virtual IP away.
+        if state.autoscaler and state.autoscaler.alive():
+            procs.stop_process(state.autoscaler.pid, timeout=AUTOSCALER_STOP_TIMEOUT)
         for proc in state.keepalived:
             if proc.alive():
                 procs.stop_process(proc.pid, timeout=10)
@@ -238,6 +274,8 @@ class Cluster:
             nginxconf.start(self.workdir, state, proc)
         elif proc in state.keepalived:
             keepalived.start(self.workdir, proc, hosts.keepalived_settings(state, proc))
+        elif proc is state.autoscaler:
+            autoscaler.spawn(self.workdir, proc, state)
         else:
             appserver.spawn(self.workdir, proc, state)
             appserver.wait_ready(self.workdir, proc)
@@ -315,12 +353,13 @@ class Cluster:
             return healed
 
     # ----------------------------------------------------------------- scale
-    def scale(self, count: int) -> tuple[list[Proc], list[Proc]]:
+    def scale(self, count: int, *, by_autoscaler: bool = False) -> tuple[list[Proc], list[Proc]]:
         """Grow or shrink to `count` replicas; return (added, removed).
 
         New replicas join nginx only once ready. Leaving replicas go out of
         nginx first (reload, old workers drained), then get SIGTERM, so their
-        in-flight requests finish.
+        in-flight requests finish. While the autoscaler runs, only it scales
+        (`by_autoscaler`): it would undo anyone else's `scale` a moment later.
         """
         if count < 1:
             raise ClusterError("a cluster needs at least 1 replica")
@@ -330,6 +369,14 @@ class Cluster:
                 raise ClusterError(
                     "scale does not add or remove hosts; start the cluster with "
                     "`up --hosts --replicas N` instead"
+                )
+            scaler = state.autoscaler
+            if not by_autoscaler and scaler is not None and scaler.alive():
+                policy = state.autoscale
+                raise ClusterError(
+                    f"autoscaling is on ({policy.minimum} to {policy.maximum} replicas) and "
+                    f"would undo this; change its range with `shop-cluster autoscale MIN:MAX` "
+                    f"or turn it off with `shop-cluster autoscale off`"
                 )
             added: list[Proc] = []
             removed: list[Proc] = []
@@ -357,7 +404,49 @@ class Cluster:
                 self.workdir.save(state)
             return added, removed
 
+    # ------------------------------------------------------------- autoscale
+    def autoscale(self, policy: Policy | None) -> State:
+        """Keep the replicas within `policy` from now on (replacing the autoscaler
+        running, if any), or stop autoscaling (None: the replicas stay as they are).
+        The autoscaler brings the replicas into a new range by itself, at once."""
+        state = self.workdir.running()
+        if policy is not None:
+            _check_autoscalable(state.network is not None)
+        self._stop_autoscaler()  # before the lock: it may need it to finish a scale
+        with self.workdir.locked():
+            state = self.workdir.running()
+            state.autoscale, state.autoscaler = policy, None
+            self.workdir.save(state)
+            if policy is not None:
+                self._start_autoscaler(state)
+            return state
+
+    def _start_autoscaler(self, state: State) -> None:
+        """Start the autoscaler for `state.autoscale` and record it (under the lock)."""
+        state.autoscaler = autoscaler.plan()
+        self.workdir.save(state)  # its range, which it reads when it starts
+        try:
+            autoscaler.spawn(self.workdir, state.autoscaler, state)
+        finally:
+            self.workdir.save(state)  # its pid, even if it failed to start (down stops it)
+
+    def _stop_autoscaler(self) -> None:
+        """Stop the recorded autoscaler, if it runs; it finishes a scale it has begun."""
+        state = self.workdir.load()
+        if state is not None and state.autoscaler is not None and state.autoscaler.alive():
+            procs.stop_process(state.autoscaler.pid, timeout=AUTOSCALER_STOP_TIMEOUT)
+
     # ---------------------------------------------------------------- status
     def status(self) -> dict:
         """What `status --json` prints (see status.py)."""
         return status.collect(self.workdir, self.workdir.running())
+
+
+def _check_autoscalable(on_hosts: bool) -> None:
+    """Autoscaling adds and removes replicas with `scale`, which keeps to loopback."""
+    if on_hosts:
+        raise ClusterError(
+            "autoscaling is not available with --hosts: there every replica has a host "
+            "(network namespace) of its own, made at `up`, and `scale` adds no hosts; "
+            "run `up --hosts --replicas N` with the replicas you want"
+        )

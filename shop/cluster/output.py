@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shop import scalelog
+
 from .state import Workdir
 
 console = Console(highlight=False, soft_wrap=True)
@@ -43,7 +45,9 @@ def status_table(status: dict[str, Any]) -> Table:
     stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
     balancers = status.get("balancers") or [status["nginx"]]
     vrrp = [b["keepalived"] for b in balancers if "keepalived" in b]
-    for proc in [*balancers, *vrrp, *status["replicas"], *stores]:
+    autoscale = status.get("autoscale") or {}
+    scaler = [autoscale["process"]] if autoscale.get("process") else []
+    for proc in [*balancers, *vrrp, *scaler, *status["replicas"], *stores]:
         beat = proc.get("heartbeat")
         host = (host_of.get(proc["name"], "-"),) if host_of else ()
         table.add_row(
@@ -60,8 +64,27 @@ def status_table(status: dict[str, Any]) -> Table:
         down = [h["name"] for h in status["hosts"] if not h["up"]]
         captions.append(f"virtual IP held by: {holder}")
         captions.append(f"powered off: {', '.join(down) or 'none'}")
-    table.caption = "; ".join(captions) or None
+    lines = ["; ".join(captions)] if captions else []
+    lines += autoscale_lines(autoscale)
+    table.caption = "\n".join(lines) or None
+    table.caption_justify = "left"
     return table
+
+
+def autoscale_lines(autoscale: dict[str, Any], decisions: int = 5) -> list[str]:
+    """What the autoscaler reads now and its latest decisions, newest first."""
+    lines = []
+    reading = autoscale.get("reading")
+    if reading:
+        lines.append(f"autoscaling: {scalelog.summary(reading)}")
+    elif autoscale.get("enabled"):
+        lines.append("autoscaling: on, but its reading is not in Redis (starting, or Redis down)")
+    for decision in autoscale.get("decisions", [])[:decisions]:
+        when = time.strftime("%H:%M:%S", time.localtime(decision.get("at", 0)))
+        took = decision.get("took")
+        took = f" (took {took:.1f} s)" if took is not None else ""
+        lines.append(f"  {when} {scalelog.headline(decision)}: {decision.get('reason', '')}{took}")
+    return lines
 
 
 def _store_label(proc: dict[str, Any]) -> str:

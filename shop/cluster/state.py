@@ -21,6 +21,7 @@ from pathlib import Path
 from . import procs
 from .netns import Network
 from .procs import ClusterError
+from .scalepolicy import Policy
 
 STATE_VERSION = 1
 DEFAULT_WORKDIR = ".cluster"
@@ -79,6 +80,10 @@ class State:
     nginx_peers: list[Proc] = field(default_factory=list)
     keepalived: list[Proc] = field(default_factory=list)
     app_state: str = STATE_REDIS  # SHOP_STATE of every replica
+    # Autoscaling (`up --autoscale`, `autoscale MIN:MAX`): its range and target,
+    # and the autoscaler process (autoscaler.py); both None when it is off.
+    autoscale: Policy | None = None
+    autoscaler: Proc | None = None
 
     @property
     def url(self) -> str:
@@ -106,8 +111,9 @@ class State:
         return [self.redis] if self.redis else [*self.redis_nodes, *self.sentinels]
 
     def processes(self) -> list[Proc]:
-        """Every process, store first, then replicas, nginx, keepalived."""
-        return [*self.stores(), *self.replicas, *self.balancers(), *self.keepalived]
+        """Every process, store first, then replicas, nginx, keepalived, the autoscaler."""
+        scaler = [self.autoscaler] if self.autoscaler else []
+        return [*self.stores(), *self.replicas, *self.balancers(), *self.keepalived, *scaler]
 
     def any_alive(self) -> bool:
         """Whether anything recorded still runs (on this boot)."""
@@ -140,6 +146,8 @@ class State:
             nginx_peers=[Proc(**r) for r in data.get("nginx_peers", [])],
             keepalived=[Proc(**r) for r in data.get("keepalived", [])],
             app_state=data.get("app_state", STATE_REDIS),
+            autoscale=Policy.from_dict(data["autoscale"]) if data.get("autoscale") else None,
+            autoscaler=Proc(**data["autoscaler"]) if data.get("autoscaler") else None,
         )
 
 

@@ -4,7 +4,8 @@
 `status --json` prints (`output.status_table` draws the same data as a table):
 
     {"url", "workdir", "redis": {...}, "nginx": {...},
-     "replicas": [{"name", "pid", "port", "alive", "ready", ...}]}
+     "replicas": [{"name", "pid", "port", "alive", "ready", ...}],
+     "autoscale": {"enabled", "policy", "process", "reading", "decisions"}}
 
 and in hosts mode (`up --hosts`), where `url` is the virtual IP's:
 
@@ -21,6 +22,8 @@ from typing import Any
 
 import redis
 import requests
+
+from shop import scalelog  # Redis only, like shop.heartbeat
 
 from . import appserver, hosts, nginxconf, procs, store
 from .state import Proc, State, Workdir
@@ -41,7 +44,9 @@ def entry(proc: Proc, ready: bool) -> dict[str, Any]:
 def collect(workdir: Workdir, state: State) -> dict[str, Any]:
     """What `status --json` prints: each process, whether it runs and answers."""
     data = store.data_node(state)
-    beats = heartbeats(data) if data and procs.redis_ping(data.port, data.address) else {}
+    readable = bool(data and procs.redis_ping(data.port, data.address))
+    beats = heartbeats(data) if readable else {}
+    record = autoscale_record(data if readable else None)
     balancers = [balancer(nginx) for nginx in state.balancers()]
     rows = []
     for replica in state.replicas:
@@ -58,6 +63,7 @@ def collect(workdir: Workdir, state: State) -> dict[str, Any]:
         "redis": store.status(state, entry),
         "nginx": balancers[0],
         "replicas": rows,
+        "autoscale": autoscale(state, record),
     }
     if state.network is not None:
         data["hosts"] = hosts.status(state)
@@ -76,13 +82,30 @@ def balancer(nginx: Proc) -> dict[str, Any]:
     return row
 
 
+def autoscale(state: State, record: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaler in `status --json`: its range (`policy`, None when off), its
+    process, what it reads now and its latest decisions, newest first (these
+    stay after `autoscale off`: who scaled the cluster, and why)."""
+    proc, reading = state.autoscaler, record["reading"]
+    current = bool(proc and reading and reading.get("pid") == proc.pid)
+    return {
+        "enabled": state.autoscale is not None,
+        "policy": state.autoscale.to_dict() if state.autoscale else None,
+        "process": None if proc is None else entry(proc, proc.alive() and current),
+        "reading": reading if current else None,
+        "decisions": record["decisions"],
+    }
+
+
+def _redis(node: Proc) -> redis.Redis:
+    return redis.Redis(host=node.address, port=node.port, socket_timeout=2, decode_responses=True)
+
+
 def heartbeats(node: Proc) -> dict[str, Any]:
     """The replicas' heartbeats by name, read from Redis `node` (empty if it cannot be read)."""
     from shop import heartbeat  # Redis only, no Flask app: the launcher still never runs the app
 
-    client = redis.Redis(
-        host=node.address, port=node.port, socket_timeout=2, decode_responses=True
-    )
+    client = _redis(node)
     try:
         return {view.name: view for view in heartbeat.read_cluster(client)}
     except redis.RedisError:
@@ -91,12 +114,35 @@ def heartbeats(node: Proc) -> dict[str, Any]:
         client.close()
 
 
-def stub_status(url: str) -> dict[str, int]:
-    """nginx's stub_status as numbers: active connections and requests handled."""
+def autoscale_record(node: Proc | None) -> dict[str, Any]:
+    """The autoscaler's reading and latest decisions from Redis `node`
+    (shop/scalelog.py); none of either if it cannot be read."""
+    if node is None:
+        return {"reading": None, "decisions": []}
+    client = _redis(node)
     try:
-        lines = requests.get(url, timeout=2).text.splitlines()
+        return scalelog.read(client)
+    except redis.RedisError:
+        return {"reading": None, "decisions": []}
+    finally:
+        client.close()
+
+
+def stub_status(url: str, timeout: float = 2.0) -> dict[str, int]:
+    """nginx's stub_status as numbers: active connections, connections and requests
+    handled, and `in_flight`: requests nginx has read and not yet answered (its
+    "Writing", which counts this very request too, less one). Empty if it does not answer."""
+    try:
+        lines = requests.get(url, timeout=timeout).text.splitlines()
         _accepted, handled, total = (int(n) for n in lines[2].split())
         active = int(lines[0].rsplit(":", 1)[1])
+        states = lines[3].split()  # Reading: R Writing: W Waiting: K
+        writing = int(states[states.index("Writing:") + 1])
     except (requests.RequestException, IndexError, ValueError):
         return {}
-    return {"active_connections": active, "connections": handled, "requests": total}
+    return {
+        "active_connections": active,
+        "connections": handled,
+        "requests": total,
+        "in_flight": max(0, writing - 1),
+    }

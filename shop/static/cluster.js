@@ -47,6 +47,41 @@
     return tr;
   }
 
+  function decisionRow(d, now) {
+    var tr = document.createElement("tr");
+    tr.className = "decision " + d.action;
+    tr.setAttribute("data-action", d.action);
+    tr.appendChild(cell("th", d.summary));
+    tr.appendChild(cell("td", d.reason || ""));
+    tr.appendChild(cell("td", typeof d.took === "number" ? d.took.toFixed(1) + " s" : "–", "num"));
+    tr.appendChild(cell("td", duration(now - d.at) + " ago", "num"));
+    return tr;
+  }
+
+  function drawAutoscale(scaling, now) {
+    var summaryEl = document.getElementById("autoscale-summary");
+    var decisions = document.getElementById("autoscale-rows");
+    if (!scaling || !summaryEl || !decisions) { return; }
+    if (scaling.reading) {
+      summaryEl.textContent = "On: " + scaling.reading.summary + ".";
+      summaryEl.setAttribute("data-on", "yes");
+    } else {
+      summaryEl.replaceChildren("Off. ", cell("code", "shop-cluster autoscale 1:4"),
+        " turns it on: replicas then follow the requests in flight.");
+      summaryEl.setAttribute("data-on", "no");
+    }
+    var fresh = document.createDocumentFragment();
+    scaling.decisions.forEach(function (d) { fresh.appendChild(decisionRow(d, now)); });
+    if (!scaling.decisions.length) {
+      var empty = document.createElement("tr");
+      var td = cell("td", "No decision yet.");
+      td.setAttribute("colspan", "4");
+      empty.appendChild(td);
+      fresh.appendChild(empty);
+    }
+    decisions.replaceChildren(fresh);
+  }
+
   function draw(data) {
     document.getElementById("page-served-by").textContent = data.served_by;
     document.getElementById("alive-count").textContent = String(data.alive);
@@ -56,6 +91,7 @@
       fresh.appendChild(row(r, data.served_by, data.details));
     });
     rows.replaceChildren(fresh);
+    drawAutoscale(data.autoscale, data.generated_at);
     summary.removeAttribute("data-error");
   }
 
