@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from .screenshots import Shots
 
 REPLICA_STATE = "#cluster-rows tr[data-name='{name}'] td.state"  # on /cluster
+AUTOSCALE_SUMMARY = "#autoscale-summary"  # on /cluster, data-on="yes" or "no"
+LATEST_DECISION = "#autoscale-rows tr:first-child"  # on /cluster, newest first
 
 
 @dataclass
@@ -58,6 +60,22 @@ class ShopPage:
         self.page.wait_for_function(
             "([selector, state]) => document.querySelector(selector)?.textContent === state",
             arg=[REPLICA_STATE.format(name=name), state],
+        )
+
+    def autoscaling(self) -> tuple[str, str]:
+        """On the cluster page: the autoscaling summary, and the latest decision's headline."""
+        summary = self.page.locator(AUTOSCALE_SUMMARY).inner_text().strip()
+        latest = self.page.locator(f"{LATEST_DECISION} th")  # none: "No decision yet."
+        return summary, latest.inner_text().strip() if latest.count() else ""
+
+    def wait_for_autoscaling(self, on: bool, latest: str) -> None:
+        """Until the cluster page, redrawing itself, shows autoscaling on or off with
+        `latest` (an action: on, off, up, down) as its newest decision."""
+        self.page.wait_for_function(
+            """([summary, row, on, latest]) =>
+                 document.querySelector(summary)?.dataset.on === on &&
+                 document.querySelector(row)?.dataset.action === latest""",
+            arg=[AUTOSCALE_SUMMARY, LATEST_DECISION, "yes" if on else "no", latest],
         )
 
     def cart(self) -> dict[str, int]:

@@ -257,3 +257,31 @@ def test_the_cluster_page_shows_a_killed_replica_go_and_come_back_without_a_relo
     shop_page.wait_for_replica_state("shop-3", "alive")
     shop_page.shot("cluster-shop-3-back")
     assert navigations == [], "the page reloaded instead of redrawing itself"
+
+
+def test_the_cluster_page_shows_autoscaling_turned_on_and_off_without_a_reload(
+    shop_page: ShopPage, cluster: Launcher
+) -> None:
+    """The page's autoscaling section redraws itself from /api/cluster: turned on,
+    it shows the range and the autoscaler's first decision; turned off, the
+    decision "off" on top of the list. A range of 3 to 4 leaves the idle cluster
+    as it is (3 replicas) for the other tests."""
+    page = shop_page.page
+    shop_page.open("/cluster")
+    assert shop_page.autoscaling()[0].startswith("Off.")
+    navigations = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+    cluster.run("autoscale", "3:4")
+    try:
+        shop_page.wait_for_autoscaling(on=True, latest="on")
+        summary, latest = shop_page.autoscaling()
+        assert summary.startswith("On: 3 replicas (range 3 to 4, target 4 requests in flight")
+        assert latest == "on"
+        shop_page.shot("cluster-autoscaling-on")
+        assert accessibility_problems(page) == []
+    finally:
+        cluster.run("autoscale", "off", check=False)
+    shop_page.wait_for_autoscaling(on=False, latest="off")
+    shop_page.shot("cluster-autoscaling-off")
+    assert navigations == [], "the page reloaded instead of redrawing itself"
