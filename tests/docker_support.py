@@ -258,9 +258,10 @@ def debian_rootfs_tar(log: Path) -> tuple[Path, str, float]:
 
 
 def _host_pip_settings() -> list[str]:
-    """`docker run` options that give a container the host's way to PyPI: its index
-    and the CA bundle the host trusts (a TLS-inspecting proxy's CA may be in it)."""
-    options = []
+    """`docker run` options that give a container the host's way to PyPI: its
+    resolver (the engine's --dns answers every name NXDOMAIN), its index and the
+    CA bundle the host trusts (a TLS-inspecting proxy's CA may be in it)."""
+    options = ["--volume", "/etc/resolv.conf:/etc/resolv.conf:ro"]
     bundle = next(
         (
             Path(value)
