@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-EXTRAS=test,bench  # one virtualenv for running, testing and benchmarking
+EXTRAS=test,bench,chart  # one virtualenv for running (the demo's chart), testing, benchmarking
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 

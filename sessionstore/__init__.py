@@ -6,7 +6,7 @@
 See README.md beside this file for the guarantees and the Redis data model.
 """
 
-from .connection import parse_sentinel_url, redis_from_url
+from .connection import parse_sentinel_url, redis_from_url, socket_timeout_for
 from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
 from .interface import RedisSessionInterface, init_app
 from .scripts import NO_WAIT, Durability, LuaScript, run_script
@@ -29,4 +29,5 @@ __all__ = [
     "parse_sentinel_url",
     "redis_from_url",
     "run_script",
+    "socket_timeout_for",
 ]

@@ -1,9 +1,26 @@
 """Redis clients from URLs, with the timeouts and retries a web worker needs.
 
-A dead Redis must never hang a worker: every client gets a connect timeout and
-a socket timeout. Retries with exponential backoff are bounded, so a Sentinel
-failover (a few seconds) can be ridden out while a long outage still fails
-fast enough to answer 503.
+A dead or hung Redis must never hang a worker: every wait is bounded, and each
+bound is what a shopper waits, once, before the store error becomes a 503.
+
+- connect timeout, 0.5 s: Redis is on the same host or LAN, where a connect
+  takes well under a millisecond; one not done in 0.5 s is a dead host (a lost
+  SYN would only be resent after 1 s).
+- socket timeout, 1 s: Redis answers a command in under a millisecond; the
+  slowest honest answer is a `WAIT` for a replica's acknowledgement, which
+  Redis itself ends after its own timeout (0.5 s in the shop), so 1 s is above
+  it. A hung server (a frozen process, a host that vanished) costs this once.
+- Sentinel timeouts, 0.5 s each: a Sentinel answers from memory; one that does
+  not is skipped for the next one at once (not retried).
+- retries, with exponential backoff: only after a connection error (refused,
+  reset, a server still loading, a demoted primary), which is fast and is what
+  a restart or a Sentinel failover looks like from here. Never after a
+  timeout: a server that did not answer in time will not answer a second try
+  sooner, and a timed-out write may have been applied already.
+
+Together: a request meets at most one timeout (1 s, or 0.5 s to connect plus
+0.5 s per hung Sentinel) before its 503. nginx's read timeout (3 s, see
+shop/cluster/nginx.conf.j2) sits above that, so the 503 reaches the shopper.
 """
 
 from __future__ import annotations
@@ -12,20 +29,30 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .errors import TRANSIENT_REDIS_ERRORS
 
 SENTINEL_SCHEME = "redis+sentinel"
+SOCKET_TIMEOUT = 1.0
+CONNECT_TIMEOUT = 0.5
+SENTINEL_TIMEOUT = 0.5
+# How much longer than the longest WAIT a socket waits for its answer.
+WAIT_MARGIN = 0.5
+# The transient errors worth a second try: all but a timeout (see above).
+RETRIED_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in TRANSIENT_REDIS_ERRORS if not issubclass(e, redis.exceptions.TimeoutError)
+)
 
 
 def redis_from_url(
     url: str,
     *,
-    socket_timeout: float = 2.0,
-    socket_connect_timeout: float = 1.0,
+    socket_timeout: float = SOCKET_TIMEOUT,
+    socket_connect_timeout: float = CONNECT_TIMEOUT,
+    sentinel_timeout: float = SENTINEL_TIMEOUT,
     retries: int = 2,
     backoff_base: float = 0.05,
     backoff_cap: float = 0.5,
@@ -39,21 +66,35 @@ def redis_from_url(
     Schemes: ``redis://``, ``rediss://``, ``unix://`` (as redis-py reads them)
     and ``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]``,
     which asks the Sentinels for the current primary on every reconnect, so
-    the client follows a failover without a restart.
+    the client follows a failover without a restart. `sentinel_timeout` bounds
+    each question to a Sentinel (connect and answer).
+
+    `retries` retries follow connection errors only (`RETRIED_ERRORS`), never
+    a timeout. The defaults and why they are what they are: the module's
+    docstring.
     """
-    retry = Retry(ExponentialWithJitterBackoff(base=backoff_base, cap=backoff_cap), retries)
+    backoff = ExponentialWithJitterBackoff(base=backoff_base, cap=backoff_cap)
+    # redis-py retries timeouts too unless told which errors it may retry.
+    retry = Retry(backoff, retries, supported_errors=RETRIED_ERRORS)
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         "retry": retry,
-        "retry_on_error": list(TRANSIENT_REDIS_ERRORS),
+        "retry_on_error": list(RETRIED_ERRORS),
         "health_check_interval": 30,
         "decode_responses": decode_responses,
         **kwargs,
     }
     if urlsplit(url).scheme == SENTINEL_SCHEME:
-        return _sentinel_primary(url, options, redis_class)
+        return _sentinel_primary(url, options, redis_class, sentinel_timeout)
     return redis_class.from_url(url, **options)
+
+
+def socket_timeout_for(longest_wait: float) -> float:
+    """The socket timeout for a client that may `WAIT` up to `longest_wait` seconds
+    for replica acknowledgements (Redis blocks that long before it answers):
+    `SOCKET_TIMEOUT`, or longer when the WAIT asks for it."""
+    return max(SOCKET_TIMEOUT, longest_wait + WAIT_MARGIN)
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
@@ -77,14 +118,17 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
 
 
 def _sentinel_primary(
-    url: str, options: dict[str, Any], redis_class: type[redis.Redis]
+    url: str, options: dict[str, Any], redis_class: type[redis.Redis], timeout: float
 ) -> redis.Redis:
     sentinels, service, db, password = parse_sentinel_url(url)
     sentinel = Sentinel(
         sentinels,
         sentinel_kwargs={
-            "socket_timeout": options["socket_timeout"],
-            "socket_connect_timeout": options["socket_connect_timeout"],
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # A Sentinel that does not answer is passed over for the next one at
+            # once; redis-py's default would retry it 3 times with backoff (~10 s).
+            "retry": Retry(NoBackoff(), 0),
         },
         **{k: v for k, v in options.items() if k != "health_check_interval"},
     )

@@ -9,7 +9,7 @@ import redis
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface
 
-from .connection import redis_from_url
+from .connection import redis_from_url, socket_timeout_for
 from .scripts import NO_WAIT, Durability
 from .session import RedisNullSession, RedisSession, is_well_formed_sid, new_sid
 from .store import SessionObserver, SessionStore
@@ -157,21 +157,23 @@ def init_app(app: Flask, redis_client: redis.Redis | None = None) -> RedisSessio
     (seconds or timedelta, default 0.5).
     """
     config = app.config
+    durability = Durability(
+        replica_acks=int(config.get("SESSION_REPLICA_ACKS") or 0),
+        timeout=_as_timedelta(config.get("SESSION_REPLICA_ACK_TIMEOUT"), NO_WAIT.timeout),
+    )
     if redis_client is None:
         url = config.get("SESSION_REDIS_URL")
         if not url:
             raise RuntimeError("sessionstore.init_app needs SESSION_REDIS_URL or a redis client")
-        redis_client = redis_from_url(url)
+        wait = durability.timeout.total_seconds() if durability.replica_acks else 0.0
+        redis_client = redis_from_url(url, socket_timeout=socket_timeout_for(wait))
     interface = RedisSessionInterface(
         redis_client,
         key_prefix=config.get("SESSION_KEY_PREFIX", "sess:"),
         idle_timeout=_as_timedelta(config.get("SESSION_IDLE_TIMEOUT"), timedelta(minutes=30)),
         absolute_timeout=_as_timedelta(config.get("SESSION_ABSOLUTE_TIMEOUT"), timedelta(hours=12)),
         user_key=config.get("SESSION_USER_KEY", "user_id"),
-        durability=Durability(
-            replica_acks=int(config.get("SESSION_REPLICA_ACKS") or 0),
-            timeout=_as_timedelta(config.get("SESSION_REPLICA_ACK_TIMEOUT"), NO_WAIT.timeout),
-        ),
+        durability=durability,
     )
     app.session_interface = interface
     app.extensions["sessionstore"] = interface

@@ -56,8 +56,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     url = settings["REDIS_URL"]
     idle = timedelta(seconds=settings["SESSION_IDLE_TIMEOUT"])
     absolute = timedelta(seconds=settings["SESSION_ABSOLUTE_TIMEOUT"])
+    # A WAIT for a replica's acknowledgement blocks in Redis: the socket must outlast it.
+    timeout = sessionstore.socket_timeout_for(
+        max(settings["SHOP_REPLICA_ACK_TIMEOUT"], settings["SESSION_REPLICA_ACK_TIMEOUT"])
+    )
     app.session_interface = sessionstore.RedisSessionInterface(
-        sessionstore.redis_from_url(url, redis_class=metrics.timed_redis("sessions")),
+        sessionstore.redis_from_url(
+            url, socket_timeout=timeout, redis_class=metrics.timed_redis("sessions")
+        ),
         idle_timeout=idle,
         absolute_timeout=absolute,
         user_key=identity.USER_ID,
@@ -69,7 +75,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     shop_store = ShopStore(
         sessionstore.redis_from_url(
-            url, decode_responses=True, redis_class=metrics.timed_redis("shop")
+            url,
+            socket_timeout=timeout,
+            decode_responses=True,
+            redis_class=metrics.timed_redis("shop"),
         ),
         durability=sessionstore.Durability(
             settings["SHOP_REPLICA_ACKS"], timedelta(seconds=settings["SHOP_REPLICA_ACK_TIMEOUT"])

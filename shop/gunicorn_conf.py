@@ -7,8 +7,15 @@ environment variable            default            why
 ``SHOP_BIND``                   127.0.0.1:8000     only nginx on this host should reach us
 ``SHOP_WORKERS``                2                  one process per core on the 2-core target
 ``SHOP_THREADS``                4                  gthread: threads overlap Redis round trips
-``SHOP_TIMEOUT``                30                 a worker silent this long is restarted
-``SHOP_GRACEFUL_TIMEOUT``       30                 in-flight requests finish on SIGTERM
+``SHOP_TIMEOUT``                30                 a worker whose main loop is silent this long
+                                                   (deadlocked) is killed and replaced. Not what
+                                                   bounds a shopper's wait: nginx gives up on a
+                                                   replica after 3 s (proxy_read_timeout) and
+                                                   resends elsewhere. A restart costs seconds of
+                                                   imports, so a shorter stall (or `freeze`) is
+                                                   ridden out rather than punished
+``SHOP_GRACEFUL_TIMEOUT``       30                 in-flight requests finish on SIGTERM; they take
+                                                   milliseconds, so this bounds only a stuck one
 ``SHOP_KEEPALIVE``              75                 longer than nginx's upstream keepalive_timeout
                                                    (30 s), so nginx always closes first and never
                                                    reuses a connection we just dropped

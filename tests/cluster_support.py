@@ -104,6 +104,7 @@ class Launcher:
             *state.get("nginx_peers", []),
             *state.get("keepalived", []),
             *([state["autoscaler"]] if state.get("autoscaler") else []),
+            *state.get("watchdogs", []),
         ]
         return {p["pid"] for p in procs_ if p["pid"]}
 
@@ -186,7 +187,8 @@ def wait_for_requests(load: LoadGenerator, more: int, what: str = "") -> None:
 
 def restore(launcher: Launcher, replicas: int) -> None:
     """Put a shared cluster back as its fixture promised: shop-1..`replicas`, every
-    process running, every replica in nginx's rotation. Cheap when nothing changed."""
+    process running (none frozen), every replica in nginx's rotation. Cheap when
+    nothing changed."""
     status = launcher.status()
     wanted = [f"shop-{i}" for i in range(1, replicas + 1)]
     if [r["name"] for r in status["replicas"]] != wanted:
@@ -194,8 +196,10 @@ def restore(launcher: Launcher, replicas: int) -> None:
         status = launcher.status()
     redis = status["redis"]
     stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
-    dead = [p["name"] for p in [*stores, status["nginx"], *status["replicas"]] if not p["alive"]]
-    for name in dead:
+    everything = [*stores, status["nginx"], *status["replicas"], *status.get("watchdogs", [])]
+    for name in [p["name"] for p in everything if p.get("frozen")]:
+        launcher.run("thaw", name)
+    for name in [p["name"] for p in everything if not p["alive"]]:
         launcher.run("start", name)
     wait_serving(launcher.url)
     for name in wanted:

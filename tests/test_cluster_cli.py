@@ -14,7 +14,9 @@ from cluster_support import Launcher
 
 from shop.cluster import cli, procs
 
-SUBCOMMANDS = ["up", "down", "status", "kill", "start", "scale", "autoscale", "demo"]
+SUBCOMMANDS = [
+    "up", "down", "status", "kill", "start", "freeze", "thaw", "scale", "autoscale", "demo",
+]  # fmt: skip
 
 
 def no_traceback(result: subprocess.CompletedProcess) -> None:
@@ -45,7 +47,10 @@ def test_down_with_nothing_up_says_so_and_succeeds(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["status"], ["status", "--json"], ["kill", "shop-1"], ["start", "shop-1"], ["scale", "2"]],
+    [
+        ["status"], ["status", "--json"], ["kill", "shop-1"], ["start", "shop-1"],
+        ["freeze", "shop-1"], ["thaw", "shop-1"], ["scale", "2"],
+    ],  # fmt: skip
 )
 def test_commands_without_a_cluster_fail_clearly(tmp_path: Path, args: list[str]) -> None:
     result = Launcher(tmp_path / "c").run(*args, check=False)

@@ -1,14 +1,20 @@
 """The load balancer's configuration: both renderings pass `nginx -t`, the
 committed Docker rendering is fresh, and a real nginx started from the local
-rendering retries a dead replica and stamps an Idempotency-Key on requests."""
+rendering retries a dead replica, stamps an Idempotency-Key on requests, gives
+up on a hung replica after its bounded read timeout and sends nothing to a
+replica marked down."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -141,8 +147,12 @@ def test_renderings_keep_the_directives_the_failure_semantics_rest_on(target: st
         r'proxy_set_header Connection "";',
         r"proxy_next_upstream error timeout http_502 non_idempotent;",
         r"proxy_next_upstream_tries \d+;",
-        r"proxy_next_upstream_timeout \d+s;",
+        r"proxy_next_upstream_timeout 5s;",
         r"proxy_connect_timeout 1s;",
+        r"proxy_send_timeout 3s;",
+        r"proxy_read_timeout 3s;",
+        r"location ~ \^/\(api/\)\?\(login\|register\)\$ \{\s+proxy_pass http://shop;"
+        r"\s+proxy_read_timeout 6s;\s+proxy_next_upstream_timeout 8s;",
         r"max_fails=\d+ fail_timeout=\d+s",
         r"proxy_set_header Idempotency-Key \$shop_idempotency_key;",
         r'""\s+\$request_id;',
@@ -335,3 +345,74 @@ def test_the_allow_table_nginx_uses_is_the_apps_own(shop_app):
     for path, allowed in nginxconf.API_METHODS:
         table[path.replace("~^", "").replace("[^/]+$", "X")] = allowed
     assert table == routes
+
+
+@pytest.fixture
+def hung_port() -> Iterator[int]:
+    """A port that accepts connections into its backlog and never answers: what a
+    frozen replica (SIGSTOP) or a host that swallows packets looks like to nginx."""
+    with socket.socket() as listener:
+        listener.bind((procs.LOOPBACK, 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
+
+
+@contextmanager
+def running_nginx(tmp_path: Path, settings: nginxconf.NginxSettings) -> Iterator[str]:
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginxconf.render(settings))
+    nginx_test(tmp_path, conf)
+    proc = procs.spawn(nginx_argv(tmp_path, conf), log_path=tmp_path / "nginx.out")
+    try:
+        port = int(settings.listen.rsplit(":", 1)[1])
+        procs.wait_until(lambda: procs.port_is_open(port), timeout=15, what="nginx")
+        yield f"http://{settings.listen}"
+    finally:
+        procs.stop_process(proc.pid, timeout=10)
+
+
+def settings_for(tmp_path: Path, ports: list[int]) -> nginxconf.NginxSettings:
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    return nginxconf.local_settings(
+        prefix=tmp_path,
+        listen=f"{procs.LOOPBACK}:{procs.free_port()}",
+        servers=[f"{procs.LOOPBACK}:{p}" for p in ports],
+        log_dir=tmp_path / "logs",
+    )
+
+
+@pytest.mark.parametrize(("path", "bound"), [("/api/cart/items", 3.0), ("/api/login", 6.0)])
+def test_a_hung_replica_costs_a_request_the_read_timeout_then_another_answers(
+    tmp_path: Path, hung_port: int, echo_replica: int, path: str, bound: float
+) -> None:
+    # nginx's default is 60 s; a login gets longer than the rest (scrypt is slow).
+    with running_nginx(tmp_path, settings_for(tmp_path, [hung_port, echo_replica])) as url:
+        timings = []
+        for _ in range(2):  # round robin: one of the two meets the hung replica first
+            started = time.monotonic()
+            response = requests.post(f"{url}{path}", json={}, timeout=30)
+            timings.append(time.monotonic() - started)
+            assert response.status_code == 200
+    print(f"\n{path}: {', '.join(f'{t:.2f}' for t in timings)} s")
+    assert bound - 0.2 <= max(timings) <= bound + 1.5
+
+
+def test_a_server_marked_down_gets_no_request(tmp_path: Path, echo_replica: int) -> None:
+    other = ThreadingHTTPServer((procs.LOOPBACK, 0), EchoHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        settings = settings_for(tmp_path, [echo_replica, other.server_address[1]])
+        down = settings.servers[1]
+        text = nginxconf.render(replace(settings, down=[down]))
+        assert re.search(rf"server {re.escape(down)} max_fails=1 fail_timeout=5s down;", text)
+        assert "failed its readiness probe" in text  # the reason is in the file
+        with running_nginx(tmp_path, replace(settings, down=[down])) as url:
+            for _ in range(6):
+                assert requests.get(f"{url}/api/products", timeout=10).status_code == 200
+        log = (tmp_path / "logs" / "nginx-access.log").read_text()
+        assert f"upstream={settings.servers[0]} " in log
+        assert down not in log
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -621,7 +621,7 @@ def test_client_has_timeouts_and_bounded_retries():
     client = redis_from_url("redis://127.0.0.1:1/0", socket_timeout=1.5, retries=4)
     kwargs = client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 1.5
-    assert kwargs["socket_connect_timeout"] == 1.0
+    assert kwargs["socket_connect_timeout"] == 0.5  # sessionstore.connection.CONNECT_TIMEOUT
     assert kwargs["retry"].get_retries() == 4
 
 

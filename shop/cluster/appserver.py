@@ -104,8 +104,8 @@ def url(replica: Proc, path: str = "") -> str:
 
 
 def is_ready(replica: Proc) -> bool:
-    """Whether the replica answers /readyz (it runs and reaches Redis)."""
-    return replica.alive() and procs.http_ok(url(replica, "/readyz"))
+    """Whether the replica answers /readyz (it runs, is not frozen, and reaches Redis)."""
+    return replica.alive() and not replica.frozen() and procs.http_ok(url(replica, "/readyz"))
 
 
 def wait_ready(workdir: Workdir, replica: Proc) -> None:

@@ -43,9 +43,10 @@ Not with --hosts (scaling there would need new hosts)."""
 
 DESCRIPTION = """\
 Run the shop cluster locally: redis-server, N gunicorn replicas of the shop
-(shop-1 .. shop-N) and nginx in front of them, all as plain processes on
-127.0.0.1, with configs, pid/state files, logs and data in one work directory.
-No root and no Docker needed."""
+(shop-1 .. shop-N) and nginx in front of them, with a watchdog that takes a
+hung replica out of nginx's rotation, all as plain processes on 127.0.0.1,
+with configs, pid/state files, logs and data in one work directory. No root
+and no Docker needed."""
 
 EPILOG = """\
 examples:
@@ -54,6 +55,8 @@ examples:
   shop-cluster status                  what runs where, alive and ready
   shop-cluster kill shop-2             crash a replica (SIGKILL of its process group)
   shop-cluster start shop-2            bring it back on the same port
+  shop-cluster freeze shop-2           hang a replica (SIGSTOP): connections accepted, no answer
+  shop-cluster thaw shop-2             wake it up again (SIGCONT)
   shop-cluster scale 5                 add replicas (or remove them, drained first)
   shop-cluster autoscale 1:4           follow the load between 1 and 4 replicas
   shop-cluster autoscale off           stop following it (the replicas stay)
@@ -122,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "left to acknowledge writes after a failover, so writes do not pause until the "
         "old primary is back",
     )  # fmt: skip
+    shape.add_argument(
+        "--no-watchdog", action="store_true",
+        help="no watchdog beside nginx: nginx alone, as open-source nginx is, learns of a "
+        "hung replica only from requests that time out (to compare; see `freeze`)",
+    )  # fmt: skip
 
     up = sub.add_parser(
         "up", parents=[common, shape], help="start redis, N replicas and nginx; wait until ready"
@@ -154,10 +162,27 @@ def build_parser() -> argparse.ArgumentParser:
     kill = sub.add_parser(
         "kill", parents=[common], help="crash a process: SIGKILL of its whole process group"
     )
-    names = "shop-N, nginx, redis; HA: redis-N, sentinel-N"
+    names = "shop-N, nginx, watchdog, redis; HA: redis-N, sentinel-N"
     kill.add_argument("name", metavar="NAME", help=f"{names} or redis-primary (the primary now)")
     start = sub.add_parser("start", parents=[common], help="start a killed process again")
     start.add_argument("name", metavar="NAME", help=names)
+    freeze = sub.add_parser(
+        "freeze", parents=[common],
+        help="hang a process, as a machine in a swap storm or a deadlock hangs: SIGSTOP of "
+        "its whole process group (the kernel still accepts connections; nothing answers)",
+        description="Hang a process: SIGSTOP of its whole process group. Unlike `kill`, "
+        "nothing is refused or reset: the kernel still accepts connections into the listen "
+        "backlog and buffers requests, and nobody answers, the way a machine in a swap storm, "
+        "a deadlocked program or a host whose packets vanish behaves. nginx learns of it only "
+        "from requests that time out (3 s, then it resends them elsewhere); the watchdog "
+        "takes a frozen replica out of rotation within about 1.5 s. `thaw` wakes it.",
+    )  # fmt: skip
+    freeze.add_argument("name", metavar="NAME", help=f"{names} or redis-primary")
+    thaw = sub.add_parser(
+        "thaw", parents=[common],
+        help="wake a frozen process (SIGCONT): it reads what queued up meanwhile",
+    )  # fmt: skip
+    thaw.add_argument("name", metavar="NAME", help=f"{names} or redis-primary")
     scale = sub.add_parser(
         "scale", parents=[common],
         help="grow or shrink to N replicas (leaving ones are drained from nginx first)",
@@ -247,6 +272,7 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
             on_hosts=args.hosts,
             app_state=args.state,
             autoscale=policy,
+            with_watchdog=not args.no_watchdog,
         )
     status = cluster.status()
     console.print(status_table(status))
@@ -285,7 +311,10 @@ def cmd_down(cluster: Cluster, args: argparse.Namespace) -> int:
         console.print(f"Removed a stale state file in {cluster.workdir} (nothing was running).")
     else:
         store = "the Redis nodes and Sentinels" if state.ha else "redis"
-        console.print(f"Stopped nginx, {len(state.replicas)} replicas and {store} ({state.url}).")
+        guard = ", its watchdog" if state.watchdogs else ""
+        console.print(
+            f"Stopped nginx{guard}, {len(state.replicas)} replicas and {store} ({state.url})."
+        )
     return 0
 
 
@@ -307,6 +336,22 @@ def cmd_kill(cluster: Cluster, args: argparse.Namespace) -> int:
 def cmd_start(cluster: Cluster, args: argparse.Namespace) -> int:
     proc = cluster.start(args.name)
     console.print(f"[green]Started {proc.name}[/] (pid {proc.pid}, port {proc.port}).")
+    return 0
+
+
+def cmd_freeze(cluster: Cluster, args: argparse.Namespace) -> int:
+    proc = cluster.freeze(args.name)
+    console.print(
+        f"[yellow]Froze {proc.name}[/] (pid {proc.pid}: SIGSTOP to its process group). "
+        f"It accepts connections and answers nothing; wake it with: "
+        f"[bold]shop-cluster thaw {proc.name}{_workdir_flag(cluster)}[/]"
+    )
+    return 0
+
+
+def cmd_thaw(cluster: Cluster, args: argparse.Namespace) -> int:
+    proc = cluster.thaw(args.name)
+    console.print(f"[green]Thawed {proc.name}[/] (pid {proc.pid}: SIGCONT to its process group).")
     return 0
 
 
@@ -392,6 +437,7 @@ def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
         replicas=DEFAULT_REPLICAS if args.replicas is None else args.replicas,
         redis=args.redis,
         redis_replicas=args.redis_replicas,
+        with_watchdog=not args.no_watchdog,
     )
 
 
@@ -411,6 +457,8 @@ COMMANDS = {
     "status": cmd_status,
     "kill": cmd_kill,
     "start": cmd_start,
+    "freeze": cmd_freeze,
+    "thaw": cmd_thaw,
     "scale": cmd_scale,
     "autoscale": cmd_autoscale,
     "demo": cmd_demo,

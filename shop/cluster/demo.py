@@ -7,6 +7,9 @@ X-Served-By) that answered each request, while a few simulated shoppers
 On an HA cluster (`--redis ha`) a second act kills the store's primary:
 Sentinel promotes the replica, requests get fast 503s meanwhile, the old
 primary comes back as a replica and the shopper's cart is intact.
+
+At the end it draws the background shoppers' requests and what was done to
+the cluster as a timeline chart in the workdir (chart.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..formatting import money
-from . import ha, procs
+from . import chart, ha, procs
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .loadgen import (
     LoadGenerator,
@@ -30,6 +33,7 @@ from .loadgen import (
     quantities,
 )
 from .procs import ClusterError
+from .timeline import Timeline
 
 BACKGROUND_SHOPPERS = 4
 # Bounds for the background load: it stops at the end of the story anyway.
@@ -98,6 +102,7 @@ def run_demo(
     replicas: int = DEFAULT_REPLICAS,
     redis: str = "single",
     redis_replicas: int = 1,
+    with_watchdog: bool = True,
 ) -> int:
     """Tell the story; return 0 if nothing was lost and no request failed
     (on an HA cluster: none but fast 503s while the store failed over)."""
@@ -105,7 +110,13 @@ def run_demo(
     started_here = existing is None or not existing.any_alive()
     if started_here:
         with console.status(f"No cluster in {cluster.workdir}: starting {replicas} replicas…"):
-            cluster.up(replicas=replicas, port=port, redis=redis, redis_replicas=redis_replicas)
+            cluster.up(
+                replicas=replicas,
+                port=port,
+                redis=redis,
+                redis_replicas=redis_replicas,
+                with_watchdog=with_watchdog,
+            )
     state = cluster.workdir.running()
     if sum(1 for r in state.replicas if r.alive()) < 2:
         raise ClusterError("the demo needs at least 2 running replicas (shop-cluster scale 3)")
@@ -138,6 +149,9 @@ def run_demo(
             with console.status("Stopping the cluster this demo started…"):
                 cluster.down()
     console.print(summary(report, failover=state.ha))
+    events = cluster.events.read(since=load.started_wall)
+    timeline = Timeline(report.samples, events, title="shop-cluster demo: kill a replica")
+    console.print(chart.save(timeline, cluster.workdir.path, "demo-timeline").note)
     if started_here:
         console.print("The cluster this demo started has been stopped.")
     return 0 if ok and _clean(report, failover=state.ha) else 1

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import procs
 from .state import Proc, State, Workdir
@@ -168,6 +170,8 @@ def _client(proc: Proc, timeout: float = 1.0) -> redis.Redis:
         port=proc.port,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        # One try: redis-py would retry a hung node 10 times (11 timeouts).
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
 
@@ -187,7 +191,7 @@ def primary_endpoint(sentinels: list[Proc]) -> str | None:
 
 def current_primary(state: State) -> Proc | None:
     """The node the Sentinels name as primary now (None if none answers)."""
-    endpoint = primary_endpoint([s for s in state.sentinels if s.alive()])
+    endpoint = primary_endpoint([s for s in state.sentinels if s.alive() and not s.frozen()])
     return next((n for n in state.redis_nodes if n.endpoint == endpoint), None)
 
 
@@ -243,7 +247,7 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     primary = current_primary(state)
     nodes = []
     for node in state.redis_nodes:
-        info = node_info(node) if node.alive() else NodeInfo(role=None)
+        info = node_info(node) if node.alive() and not node.frozen() else NodeInfo(role=None)
         row = entry(node, info.role is not None)
         row["role"] = {"master": "primary", "slave": "replica"}.get(info.role or "", "down")
         if info.role == "slave":
@@ -253,7 +257,8 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
         nodes.append(row)
     sentinels = []
     for sentinel in state.sentinels:
-        health = sentinel_health(sentinel) if sentinel.alive() else {"ok": False}
+        answering = sentinel.alive() and not sentinel.frozen()
+        health = sentinel_health(sentinel) if answering else {"ok": False}
         row = entry(sentinel, health.pop("ok"))
         row.update(health)
         sentinels.append(row)

@@ -11,9 +11,16 @@ process manager such as honcho:
     nginxconf.py nginx: config from the one template, command line, start, reload
     autoscaler.py the autoscaler process: follows the load with `scale`
                  (scalepolicy.py: its rules)
+    watchdog.py  the watchdog beside each nginx: probes /readyz, takes hung replicas out
     status.py    probes and the data of `status --json`
     procs.py     pids, signals, waits: the helpers the tests and benchmarks share
     output.py    the status table and the merged logs; cli.py parses and prints
+    timeline.py  the journal of events (kill, freeze, power-off...) and requests
+                 over time; chart.py draws them
+
+What the commands do to the cluster (kill, start, freeze, thaw, scale,
+power-off, power-on, partition, heal) is journalled with its time in
+WORKDIR/events.jsonl, so a timeline chart can mark it.
 
 Every process is signalled by the pid we recorded, checked against its start
 time, so a stale state file never makes us signal a stranger.
@@ -35,11 +42,13 @@ from . import (
     procs,
     status,
     store,
+    watchdog,
 )
 from .netns import Host
 from .procs import ClusterError
 from .scalepolicy import Policy
 from .state import APP_STATES, DEFAULT_WORKDIR, STATE_REDIS, Proc, State, Workdir
+from .timeline import EventLog
 
 DEFAULT_PORT = 8080
 DEFAULT_REPLICAS = 3
@@ -52,6 +61,9 @@ KILL_TIMEOUT = 10.0
 # begun, new replicas ready (procs.READY_TIMEOUT) and nginx reloaded
 # (nginxconf.DRAIN_TIMEOUT), or leaving ones drained (GRACEFUL_TIMEOUT).
 AUTOSCALER_STOP_TIMEOUT = procs.READY_TIMEOUT + nginxconf.DRAIN_TIMEOUT + 5.0
+# How long every process of a group may take to show as stopped after SIGSTOP
+# (or running after SIGCONT): the kernel does it at once; this covers a loaded machine.
+FREEZE_TIMEOUT = 5.0
 
 
 class Cluster:
@@ -59,6 +71,7 @@ class Cluster:
 
     def __init__(self, workdir: Workdir | str = DEFAULT_WORKDIR) -> None:
         self.workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+        self.events = EventLog(self.workdir.events_file)
 
     # -------------------------------------------------------------------- up
     def up(
@@ -71,8 +84,10 @@ class Cluster:
         on_hosts: bool = False,
         app_state: str = STATE_REDIS,
         autoscale: Policy | None = None,
+        with_watchdog: bool = True,
     ) -> State:
-        """Start the store, `replicas` shop replicas and nginx; return once all are ready.
+        """Start the store, `replicas` shop replicas, nginx and its watchdog; return
+        once all are ready.
 
         `redis` is ``single`` (one redis-server) or ``ha`` (a primary,
         `redis_replicas` replicas and three Sentinels; the shop connects through
@@ -89,6 +104,9 @@ class Cluster:
 
         `autoscale`: then the autoscaler too, which keeps the replicas within its
         range (start with `replicas` inside it) on the requests in flight.
+
+        Without `with_watchdog`, nginx is on its own, as open-source nginx is: it
+        learns of a hung replica only from requests that time out.
         """
         if port is None:
             port = hosts.DEFAULT_PORT if on_hosts else DEFAULT_PORT
@@ -137,9 +155,13 @@ class Cluster:
             )
             store.plan(state, redis, redis_replicas)
             self.workdir.log_dir.mkdir(parents=True, exist_ok=True)
+            self.events.clear()  # a new cluster, a new journal
             try:
                 if on_hosts:
                     self._make_hosts(state)
+                if with_watchdog:
+                    state.watchdogs = watchdog.plan(state)
+                nginxconf.forget(self.workdir, state)  # every replica in rotation
                 store.start(self.workdir, state)
                 self.workdir.save(state)
                 for replica in state.replicas:
@@ -150,6 +172,9 @@ class Cluster:
                     appserver.wait_ready(self.workdir, replica)
                 for nginx in state.balancers():
                     nginxconf.start(self.workdir, state, nginx)
+                    self.workdir.save(state)
+                for proc in state.watchdogs:
+                    self._start_watchdog(state, proc)
                     self.workdir.save(state)
                 if on_hosts:
                     self._start_keepalived(state)
@@ -210,6 +235,10 @@ class Cluster:
         for proc in state.keepalived:
             if proc.alive():
                 procs.stop_process(proc.pid, timeout=10)
+        # The watchdogs before nginx: they would take stopping replicas out of rotation.
+        for proc in state.watchdogs:
+            if proc.alive():
+                procs.stop_process(proc.pid, timeout=10)
         for nginx in state.balancers():
             if nginx.alive():
                 procs.stop_process(nginx.pid, timeout=10)
@@ -241,6 +270,7 @@ class Cluster:
                 raise ClusterError(f"{proc.name} is not running")
             pid = proc.pid
             procs.signal_group(pid, signal.SIGKILL)
+            self.events.record("kill", proc.name)
             procs.wait_for(
                 lambda: not procs.pid_alive(pid) and not procs.group_pids(pid),
                 f"{proc.name} to die",
@@ -253,6 +283,8 @@ class Cluster:
         with self.workdir.locked():
             state = self.workdir.running()
             proc = state.find(name)
+            if proc.frozen():
+                raise ClusterError(f"{name} is frozen, not stopped: `shop-cluster thaw {name}`")
             if proc.alive():
                 raise ClusterError(f"{name} is already running (pid {proc.pid})")
             host = hosts.host_of(state, proc)
@@ -264,6 +296,7 @@ class Cluster:
             if proc.port and procs.port_is_open(proc.port, proc.address):
                 raise ClusterError(f"port {proc.port} of {name} is taken by another process")
             self._start(state, proc)
+            self.events.record("start", proc.name)
             return proc
 
     def _start(self, state: State, proc: Proc) -> None:
@@ -276,10 +309,53 @@ class Cluster:
             keepalived.start(self.workdir, proc, hosts.keepalived_settings(state, proc))
         elif proc is state.autoscaler:
             autoscaler.spawn(self.workdir, proc, state)
+        elif proc in state.watchdogs:
+            self._start_watchdog(state, proc)
         else:
             appserver.spawn(self.workdir, proc, state)
             appserver.wait_ready(self.workdir, proc)
         self.workdir.save(state)
+
+    def _start_watchdog(self, state: State, proc: Proc) -> None:
+        nginx = watchdog.watched(state, proc)
+        watchdog.spawn(self.workdir, proc, nginxconf.balancer(self.workdir, state, nginx))
+
+    # ----------------------------------------------------------- freeze/thaw
+    def freeze(self, name: str) -> Proc:
+        """Hang a process the way a machine in a swap storm or a deadlocked program
+        hangs: SIGSTOP to its whole process group. The kernel still accepts
+        connections on its port (into the listen backlog) and buffers what is sent;
+        nothing reads or answers. Return once every process of the group is stopped."""
+        with self.workdir.locked():
+            state = self.workdir.running()
+            proc = store.resolve(state, name)
+            if not proc.alive():
+                raise ClusterError(f"{proc.name} is not running")
+            if proc.frozen():
+                raise ClusterError(f"{proc.name} is already frozen (`thaw` wakes it)")
+            self._stop_or_continue(proc, signal.SIGSTOP, "freeze")
+            return proc
+
+    def thaw(self, name: str) -> Proc:
+        """Wake a frozen process (SIGCONT to its group): it reads what queued meanwhile."""
+        with self.workdir.locked():
+            state = self.workdir.running()
+            proc = store.resolve(state, name)
+            if not proc.frozen():
+                raise ClusterError(f"{proc.name} is not frozen")
+            self._stop_or_continue(proc, signal.SIGCONT, "thaw")
+            return proc
+
+    def _stop_or_continue(self, proc: Proc, sig: int, kind: str) -> None:
+        pid = proc.pid
+        procs.signal_group(pid, sig)
+        self.events.record(kind, proc.name)
+        stopping = sig == signal.SIGSTOP
+        procs.wait_for(
+            lambda: all(procs.is_stopped(p) == stopping for p in procs.group_pids(pid) | {pid}),
+            f"{proc.name} to {kind}",
+            timeout=FREEZE_TIMEOUT,
+        )
 
     # ------------------------------------------------------------------ hosts
     def power_off(self, name: str) -> tuple[Host, list[int]]:
@@ -300,6 +376,7 @@ class Cluster:
                 raise ClusterError(f"{name} is already powered off")
             net.powered_off.append(name)
             self.workdir.save(state)  # recorded before it happens, as everything here
+            self.events.record("power-off", name)
             netns.set_link(net, host, up=False)
             killed = netns.kill_all(host.netns)
             return host, killed
@@ -320,6 +397,7 @@ class Cluster:
             netns.set_link(net, host, up=True)
             net.powered_off.remove(name)
             self.workdir.save(state)
+            self.events.record("power-on", name)
             started = hosts.on(state, host)
             for proc in started:
                 self._start(state, proc)
@@ -340,6 +418,7 @@ class Cluster:
                     net.partitions.append(pair)
             self.workdir.save(state)
             netns.apply_partitions(net)
+            self.events.record("partition", ",".join(names), detail=f"from {','.join(others)}")
             return net.partitions
 
     def heal(self) -> list[list[str]]:
@@ -350,6 +429,7 @@ class Cluster:
             healed, net.partitions = net.partitions, []
             netns.apply_partitions(net)
             self.workdir.save(state)
+            self.events.record("heal", "network")
             return healed
 
     # ----------------------------------------------------------------- scale
@@ -396,12 +476,14 @@ class Cluster:
                 state.replicas.extend(added)
                 self.workdir.save(state)
                 nginxconf.reload_all(self.workdir, state)
+                self.events.record("scale", f"{count} replicas")
             elif count < len(state.replicas):
                 removed = state.replicas[count:]
                 state.replicas = state.replicas[:count]
                 nginxconf.reload_all(self.workdir, state)
                 procs.stop_many([r.pid for r in removed if r.alive()], timeout=GRACEFUL_TIMEOUT)
                 self.workdir.save(state)
+                self.events.record("scale", f"{count} replicas")
             return added, removed
 
     # ------------------------------------------------------------- autoscale

@@ -19,9 +19,11 @@ An add answered 503 (the store failing over) may or may not have been applied,
 so the shopper does what a client should: it retries that add with the same
 Idempotency-Key until it gets an answer, and only then counts it. Every
 failure is also logged with its time, duration and status, so a test can tell
-fast 503s inside a failover window from anything else.
+fast 503s inside a failover window from anything else; and every request, good
+or bad, is a `timeline.Sample` (start, latency, ok, served by), which is what
+the timeline chart draws and how the tests find the slowest request.
 
-A little over 300 lines on purpose: the shopper and the generator are one idea
+About 430 lines on purpose: the shopper and the generator are one idea
 (a load whose every acknowledged write is checked at the end), read together.
 """
 
@@ -40,6 +42,8 @@ from typing import Any
 import requests
 
 from shop.cart import MAX_QTY  # the shop's per-line limit: adds stay under it
+
+from .timeline import Sample, merge
 
 # Connect fast (loopback), but give a request time to be retried by nginx on
 # another replica (nginx bounds its own retries to 10 s).
@@ -85,6 +89,8 @@ class SimulatedShopper:
     # What the shop forgot, each seen as it happened (see _check_cart, _check_login).
     lost_carts: list[str] = field(default_factory=list)
     forced_logins: int = 0
+    cut_off: int = 0  # requests resent after their answer was cut off (see _send)
+    samples: list[Sample] = field(default_factory=list)  # every request, for the timeline
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -109,16 +115,19 @@ class SimulatedShopper:
             headers["Idempotency-Key"] = key or uuid.uuid4().hex
         self.requests_made += 1
         self.last_status = None
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         try:
             response = self._send(method, path, json, headers)
         except requests.RequestException as exc:
+            self._sample(wall, started, None, None, f"{method} {path}")
             self._failed(started, None, f"{method} {path}: {type(exc).__name__}: {exc}")
             return None
         self.last_status = response.status_code
         self.last_served_by = response.headers.get("X-Served-By", "?")
         self.served_by[self.last_served_by] += 1
-        if response.status_code not in tuple(expect):
+        ok = response.status_code in tuple(expect)
+        self._sample(wall, started, response.status_code, ok, f"{method} {path}")
+        if not ok:
             self._failed(
                 started,
                 response.status_code,
@@ -128,24 +137,39 @@ class SimulatedShopper:
             return None
         return response
 
+    def _sample(
+        self, wall: float, started: float, status: int | None, ok: bool | None, what: str
+    ) -> None:
+        served_by = self.last_served_by if status is not None else None
+        seconds = time.monotonic() - started
+        self.samples.append(Sample(wall, seconds, bool(ok), status, served_by, what, self.name))
+
     def _send(
         self, method: str, path: str, json: Any, headers: dict[str, str]
     ) -> requests.Response:
-        """One request, resent once if its kept-alive connection was closed under it.
+        """One request, resent once if its connection broke before the whole answer came.
 
-        nginx closes idle keep-alive connections when it reloads (`scale`), and a
-        request sent at that instant meets a reset before any answer. Browsers
-        resend such a request on a fresh connection; so does this shopper, with
-        the same Idempotency-Key, so the shop applies it at most once.
+        nginx closes idle keep-alive connections when it reloads (`scale`, the
+        watchdog), and a request sent at that instant meets a reset before any
+        answer. Browsers resend such a request on a fresh connection; so does
+        this shopper, with the same Idempotency-Key, so the shop applies it at
+        most once. The same goes for an answer cut off after its headers: a
+        replica that froze between writing its headers and its body (gunicorn
+        writes them apart), whose headers nginx had already passed on, so nginx
+        could not resend it elsewhere. A browser would show that one load as
+        broken; a client that has idempotency keys resends, as this one does
+        (counted apart, in `cut_off`).
         """
         url = self.base_url + path
         try:
             return self.session.request(method, url, json=json, headers=headers, timeout=TIMEOUT)
+        except requests.exceptions.ChunkedEncodingError:
+            self.cut_off += 1
         except requests.ConnectionError as exc:
             if isinstance(exc, requests.Timeout):
                 raise
             self.resent += 1
-            return self.session.request(method, url, json=json, headers=headers, timeout=TIMEOUT)
+        return self.session.request(method, url, json=json, headers=headers, timeout=TIMEOUT)
 
     def _failed(self, started: float, status: int | None, what: str) -> None:
         self.failures.append(what)
@@ -285,10 +309,17 @@ class LoadReport:
     resent: int = 0  # requests resent on a fresh connection after a reset
     lost_carts: int = 0  # carts seen holding less than was acknowledged
     forced_logins: int = 0  # times a logged-in shopper found itself logged out
+    cut_off: int = 0  # requests resent after an answer cut off mid-body
+    samples: list[Sample] = field(default_factory=list)  # every request, in order of start
 
     @property
     def ok(self) -> bool:
         return not self.failures and self.carts_match and not self.forced_logins
+
+    @property
+    def slowest(self) -> Sample | None:
+        """The request that took longest (None if none was made)."""
+        return max(self.samples, key=lambda s: s.seconds, default=None)
 
 
 class LoadGenerator:
@@ -312,6 +343,7 @@ class LoadGenerator:
         self.threads: list[threading.Thread] = []
         self.ready = threading.Barrier(shoppers + 1)
         self.started = 0.0
+        self.started_wall = 0.0  # time.time() at start: where its timeline begins
         self.stopped = 0.0
 
     def __enter__(self) -> LoadGenerator:
@@ -323,7 +355,7 @@ class LoadGenerator:
 
     def start(self) -> None:
         """Start the threads; return once every shopper is signed up (or failed to)."""
-        self.started = time.monotonic()
+        self.started, self.started_wall = time.monotonic(), time.time()
         for shopper in self.shoppers:
             thread = threading.Thread(target=self._shop, args=(shopper,), daemon=True)
             thread.start()
@@ -374,6 +406,10 @@ class LoadGenerator:
             served.update(shopper.served_by)
         return served
 
+    def samples(self) -> list[Sample]:
+        """Every request so far, of every shopper, in order of start."""
+        return merge(sample for shopper in self.shoppers for sample in list(shopper.samples))
+
     def report(self) -> LoadReport:
         """Stop (if running), check every cart, and sum up."""
         self.stop()
@@ -394,4 +430,6 @@ class LoadGenerator:
             resent=sum(s.resent for s in self.shoppers),
             lost_carts=sum(len(s.lost_carts) for s in self.shoppers),
             forced_logins=sum(s.forced_logins for s in self.shoppers),
+            cut_off=sum(s.cut_off for s in self.shoppers),
+            samples=self.samples(),
         )

@@ -12,17 +12,30 @@ the shop's ClusterIP Service. The Docker and Kubernetes renderings are committed
 (`nginx/docker.conf`, `deploy/k8s/base/nginx.conf`); re-render them with
 `python -m shop.cluster.nginxconf docker|kubernetes`.
 `argv` is the one nginx command line of the project (launcher, tests, benchmark).
+
+A running nginx of the launcher is described by a `Balancer`: its settings,
+the replicas it balances over (by name) and which of them are out of
+rotation. The launcher builds one per nginx from its state; the watchdog beside
+that nginx (watchdog.py) reads it from the JSON file the launcher saves beside
+the config (`spec_file`), its only input, so it runs wherever that nginx runs
+(in hosts mode, in its load balancer's network namespace). Both change the
+config only through `configure` (the launcher: replicas added or removed) and
+`take_out` (the watchdog: its verdict), under one lock, so neither undoes what
+the other did.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import pwd
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +58,13 @@ STATUS_PATH = "/nginx-status"
 DOCKER_SHOP_SERVICE = "shop:8000"
 DOCKER_STATIC_ROOT = "/srv/shop/static"
 DOCKER_LISTEN = "8080"
-# How long old nginx workers may take to finish their requests after a reload;
-# the shop answers in milliseconds, so this only bounds a stuck client.
+# How long old nginx workers may take to finish their requests after a reload:
+# the shop answers in milliseconds, and a request on a hung replica ends within
+# nginx's own bounds (at most 2 x 6 s for a login, see the template).
 DRAIN_TIMEOUT = 15.0
+# Beside each launcher's nginx.conf: the balancer's spec and its watchdog's status.
+SPEC_NAME = "balancer.json"
+WATCHDOG_STATUS_NAME = "watchdog.json"
 
 # Kubernetes (deploy/k8s/base): the shop's ClusterIP Service, a fixed address
 # that kube-proxy spreads over the ready pods (so nginx resolves it once, at
@@ -85,6 +102,7 @@ class NginxSettings:
     error_log: str = ""
     run_as_user: str | None = None
     worker_processes: int = 2
+    down: Sequence[str] = ()  # servers out of rotation (rendered with the `down` flag)
 
 
 def template_environment() -> jinja2.Environment:
@@ -215,6 +233,138 @@ COMMITTED = {
 }
 
 
+@dataclass
+class Balancer:
+    """One nginx: how to render, check and reload it, and over which replicas.
+
+    `replicas` maps each replica's name to the address nginx (and its watchdog)
+    reach it at, in upstream order; `out` names those out of rotation. Files:
+    the config `conf`, and in `prefix` the pid file nginx writes, this spec as
+    JSON and the watchdog's status. `events` is the cluster's journal, where
+    the watchdog notes what it decided (timeline.EventLog); None: nowhere.
+    """
+
+    settings: NginxSettings
+    replicas: dict[str, str]
+    prefix: Path
+    conf: Path
+    error_log: Path
+    events: Path | None = None
+    out: list[str] = field(default_factory=list)
+
+    @property
+    def spec_file(self) -> Path:
+        return self.prefix / SPEC_NAME
+
+    @property
+    def pid_file(self) -> Path:
+        return self.prefix / "nginx.pid"  # as the template's `pid` directive says
+
+    @property
+    def watchdog_file(self) -> Path:
+        """Where this nginx's watchdog keeps its status (probes, decisions)."""
+        return self.prefix / WATCHDOG_STATUS_NAME
+
+    def rendered(self) -> str:
+        """The config: the settings with these replicas, those out marked `down`."""
+        return render(
+            replace(
+                self.settings,
+                servers=list(self.replicas.values()),
+                down=[self.replicas[name] for name in self.out if name in self.replicas],
+            )
+        )
+
+    def argv(self, conf: Path | None = None) -> list[str]:
+        return argv(prefix=self.prefix, conf=conf or self.conf, error_log=self.error_log)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for key in ("prefix", "conf", "error_log", "events"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Balancer:
+        data = json.loads(text)
+        return cls(
+            settings=NginxSettings(**data["settings"]),
+            replicas=dict(data["replicas"]),
+            prefix=Path(data["prefix"]),
+            conf=Path(data["conf"]),
+            error_log=Path(data["error_log"]),
+            events=Path(data["events"]) if data.get("events") else None,
+            out=list(data.get("out", [])),
+        )
+
+    @classmethod
+    def load(cls, spec_file: Path) -> Balancer:
+        return cls.from_json(Path(spec_file).read_text())
+
+
+@contextlib.contextmanager
+def _locked(prefix: Path) -> Iterator[None]:
+    """One writer of a balancer's spec and config at a time (launcher or watchdog)."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / "balancer.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def configure(balancer: Balancer) -> Balancer:
+    """Save `balancer` and render its config, keeping out of rotation whatever the
+    watchdog took out (among the replicas still there). For the launcher: before
+    nginx starts, and when replicas come or go."""
+    with _locked(balancer.prefix):
+        if balancer.spec_file.exists():
+            previous = Balancer.load(balancer.spec_file)
+            balancer.out = [name for name in previous.out if name in balancer.replicas]
+        _write(balancer)
+    return balancer
+
+
+def take_out(spec_file: Path, out: Collection[str]) -> Balancer:
+    """Render the config of the balancer saved in `spec_file` with exactly `out`
+    out of rotation (the watchdog's verdict); return it. The caller reloads nginx."""
+    with _locked(Path(spec_file).parent):
+        balancer = Balancer.load(spec_file)
+        balancer.out = [name for name in balancer.replicas if name in out]
+        _write(balancer)
+    return balancer
+
+
+def _write(balancer: Balancer) -> None:
+    """Save the spec, then replace the config, but only if `nginx -t` accepts it."""
+    (balancer.prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    spec = balancer.spec_file.with_suffix(".tmp")
+    spec.write_text(balancer.to_json())
+    tmp = balancer.conf.with_suffix(".new")
+    tmp.write_text(balancer.rendered())
+    check = subprocess.run(
+        [*balancer.argv(tmp), "-t", "-q"], capture_output=True, text=True, timeout=30
+    )
+    if check.returncode != 0:
+        raise ClusterError(f"nginx rejected the rendered config {tmp}: {check.stderr.strip()}")
+    tmp.replace(balancer.conf)
+    spec.replace(balancer.spec_file)  # write then rename: a reader never sees half a file
+
+
+def master_pid(balancer: Balancer) -> int | None:
+    """The pid of this balancer's nginx master, from its pid file, or None.
+
+    The pid is trusted only if that process is an nginx started with this very
+    config, so a stale pid file (nginx was killed, the pid reused) never makes
+    us signal a stranger.
+    """
+    try:
+        pid = int(balancer.pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    ours = b"nginx" in cmdline and str(balancer.conf).encode() in cmdline
+    return pid if ours and procs.pid_alive(pid) else None
+
+
 def argv(*, prefix: Path, conf: Path, error_log: Path) -> list[str]:
     """The nginx command line for a non-root nginx whose files stay under `prefix`.
 
@@ -239,38 +389,48 @@ def conf_path(workdir: Workdir, nginx: Proc) -> Path:
     return workdir.proc_dir(nginx) / "nginx.conf"
 
 
-def _launcher_argv(workdir: Workdir, nginx: Proc, conf: Path) -> list[str]:
-    return argv(
-        prefix=workdir.proc_dir(nginx), conf=conf, error_log=error_log(workdir.log_dir, nginx.name)
-    )
-
-
-def write_conf(workdir: Workdir, state: State, nginx: Proc) -> None:
-    """Render the config for `state`'s replicas; replace the old one only if `nginx -t` agrees."""
+def balancer(workdir: Workdir, state: State, nginx: Proc) -> Balancer:
+    """The launcher's `nginx` over `state`'s replicas (none out yet: `configure`
+    keeps what the watchdog decided)."""
     prefix = workdir.proc_dir(nginx)
-    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
-    text = render_local(
+    return Balancer(
+        settings=local_settings(
+            prefix=prefix,
+            listen=state.listen(nginx),
+            servers=[r.endpoint for r in state.replicas],
+            log_dir=workdir.log_dir,
+            name=nginx.name,
+            # On hosts the launcher's probes come from the client's address.
+            status_allow=[state.network.client_address] if state.network else [],
+            sticky=state.app_state == STATE_MEMORY,
+        ),
+        replicas={r.name: r.endpoint for r in state.replicas},
         prefix=prefix,
-        listen=state.listen(nginx),
-        servers=[r.endpoint for r in state.replicas],
-        log_dir=workdir.log_dir,
-        name=nginx.name,
-        # On hosts the launcher's probes come from the client's address.
-        status_allow=[state.network.client_address] if state.network else [],
-        sticky=state.app_state == STATE_MEMORY,
+        conf=conf_path(workdir, nginx),
+        error_log=error_log(workdir.log_dir, nginx.name),
+        events=workdir.events_file,
     )
-    conf = conf_path(workdir, nginx)
-    tmp = conf.with_suffix(".new")
-    tmp.write_text(text)
-    check = subprocess.run(
-        [*_launcher_argv(workdir, nginx, tmp), "-t", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if check.returncode != 0:
-        raise ClusterError(f"nginx rejected the rendered config {tmp}: {check.stderr.strip()}")
-    tmp.replace(conf)
+
+
+def saved(workdir: Workdir, nginx: Proc) -> Balancer | None:
+    """The launcher's `nginx` as last saved (with what the watchdog took out), or None."""
+    try:
+        return Balancer.load(workdir.proc_dir(nginx) / SPEC_NAME)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def forget(workdir: Workdir, state: State) -> None:
+    """A new cluster starts with every replica in rotation: drop an earlier one's
+    balancer specs and watchdog statuses."""
+    for nginx in state.balancers():
+        for name in (SPEC_NAME, WATCHDOG_STATUS_NAME):
+            (workdir.proc_dir(nginx) / name).unlink(missing_ok=True)
+
+
+def write_conf(workdir: Workdir, state: State, nginx: Proc) -> Balancer:
+    """Render the config for `state`'s replicas; replace the old one only if `nginx -t` agrees."""
+    return configure(balancer(workdir, state, nginx))
 
 
 def start(workdir: Workdir, state: State, nginx: Proc) -> None:
@@ -279,11 +439,8 @@ def start(workdir: Workdir, state: State, nginx: Proc) -> None:
         raise ClusterError(
             f"port {nginx.port} is already in use on {nginx.address}; choose another with --port"
         )
-    write_conf(workdir, state, nginx)
     popen = procs.spawn(
-        _launcher_argv(workdir, nginx, conf_path(workdir, nginx)),
-        log_path=workdir.log(nginx),
-        netns=nginx.netns,
+        write_conf(workdir, state, nginx).argv(), log_path=workdir.log(nginx), netns=nginx.netns
     )
     nginx.record(popen)
     log = error_log(workdir.log_dir, nginx.name)

@@ -24,6 +24,11 @@ def yes_no(flag: bool) -> str:
     return "[green]yes[/]" if flag else "[red]no[/]"
 
 
+def alive_cell(proc: dict[str, Any]) -> str:
+    """yes, no, or frozen (alive, but stopped: it accepts connections and answers none)."""
+    return "[bold yellow]frozen[/]" if proc.get("frozen") else yes_no(proc["alive"])
+
+
 def _count(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -39,7 +44,7 @@ def status_table(status: dict[str, Any]) -> Table:
     # Hosts mode: which host each process runs on (from the hosts' process lists).
     host_of = {p: h["name"] for h in status.get("hosts", []) for p in h["processes"]}
     columns = ("name", *(("host",) if host_of else ()), "pid", "port", "alive", "ready")
-    for column in (*columns, "heartbeat", *numeric[2:]):
+    for column in (*columns, "rotation", "heartbeat", *numeric[2:]):
         table.add_column(column, justify="right" if column in numeric else "left")
     redis = status["redis"]
     stores = [*redis["nodes"], *redis["sentinels"]] if redis.get("mode") == "ha" else [redis]
@@ -47,12 +52,13 @@ def status_table(status: dict[str, Any]) -> Table:
     vrrp = [b["keepalived"] for b in balancers if "keepalived" in b]
     autoscale = status.get("autoscale") or {}
     scaler = [autoscale["process"]] if autoscale.get("process") else []
-    for proc in [*balancers, *vrrp, *scaler, *status["replicas"], *stores]:
+    guards = status.get("watchdogs", [])
+    for proc in [*balancers, *guards, *vrrp, *scaler, *status["replicas"], *stores]:
         beat = proc.get("heartbeat")
         host = (host_of.get(proc["name"], "-"),) if host_of else ()
         table.add_row(
             _store_label(proc), *host, str(proc["pid"] or "-"), str(proc["port"] or "-"),
-            yes_no(proc["alive"]), yes_no(proc["ready"]),
+            alive_cell(proc), yes_no(proc["ready"]), _rotation(proc),
             "" if beat is None else yes_no(beat),
             _count(proc.get("requests")), _count(proc.get("requests_last_minute")),
         )  # fmt: skip
@@ -66,6 +72,7 @@ def status_table(status: dict[str, Any]) -> Table:
         captions.append(f"powered off: {', '.join(down) or 'none'}")
     lines = ["; ".join(captions)] if captions else []
     lines += autoscale_lines(autoscale)
+    lines += _watchdog_lines(guards)
     table.caption = "\n".join(lines) or None
     table.caption_justify = "left"
     return table
@@ -84,6 +91,27 @@ def autoscale_lines(autoscale: dict[str, Any], decisions: int = 5) -> list[str]:
         took = decision.get("took")
         took = f" (took {took:.1f} s)" if took is not None else ""
         lines.append(f"  {when} {scalelog.headline(decision)}: {decision.get('reason', '')}{took}")
+    return lines
+
+
+def _rotation(proc: dict[str, Any]) -> str:
+    """A replica in nginx's rotation or taken out (by a watchdog); blank for the others."""
+    if "in_rotation" not in proc:
+        return ""
+    return "in" if proc["in_rotation"] else "[bold red]OUT[/]"
+
+
+def _watchdog_lines(guards: list[dict[str, Any]]) -> list[str]:
+    """Each watchdog's standing exception and its latest decisions, newest last."""
+    if not guards:
+        return ["no watchdog (--no-watchdog): nginx learns of a hung replica from timeouts only"]
+    lines = []
+    for guard in guards:
+        if guard.get("note"):
+            lines.append(f"{guard['name']}: {guard['note']}")
+        for decision in guard.get("decisions", [])[-3:]:
+            when = time.strftime("%H:%M:%S", time.localtime(decision["at"]))
+            lines.append(f"{guard['name']} {when}: {decision['text']}")
     return lines
 
 

@@ -127,7 +127,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = READY_TI
 
 
 def pid_alive(pid: int | None) -> bool:
-    """True if `pid` names a running (not zombie) process."""
+    """True if `pid` names a running (not zombie) process; a stopped (frozen) one counts."""
     if not pid:
         return False
     try:
@@ -136,11 +136,20 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
+    return _state(pid) not in ("Z", "X")
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of /proc/PID/stat (R, S, T stopped, Z zombie...), None if gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def is_stopped(pid: int | None) -> bool:
+    """True if `pid` is stopped by a signal (SIGSTOP: `shop-cluster freeze`)."""
+    return bool(pid) and _state(pid) == "T"
 
 
 def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
@@ -201,6 +210,8 @@ def stop_process(pid: int | None, *, timeout: float = 10.0, group: bool = True) 
     send = signal_group if group else (lambda p, s: os.kill(p, s))
     try:
         send(pid, signal.SIGTERM)
+        # A frozen process (SIGSTOP) keeps SIGTERM pending until it runs again.
+        send(pid, signal.SIGCONT)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -348,6 +359,7 @@ def stop_many(pids: Sequence[int], *, timeout: float = 10.0, sig: int = signal.S
     (stopping replicas one by one would add up their graceful shutdowns)."""
     for pid in pids:
         signal_group(pid, sig)
+        signal_group(pid, signal.SIGCONT)  # a frozen group only acts on `sig` once running
     deadline = time.monotonic() + timeout
     for pid in pids:
         while time.monotonic() < deadline and (pid_alive(pid) or group_pids(pid)):

@@ -52,7 +52,12 @@ class Proc:
         return f"{self.address}:{self.port}"
 
     def alive(self) -> bool:
+        """Whether it still runs (a frozen process counts: it is there, it just does nothing)."""
         return procs.is_same_process(self.pid, self.start_time)
+
+    def frozen(self) -> bool:
+        """Whether it is alive but stopped by SIGSTOP (`shop-cluster freeze`)."""
+        return self.alive() and procs.is_stopped(self.pid)
 
     def record(self, popen: subprocess.Popen) -> None:
         self.pid = popen.pid
@@ -84,6 +89,9 @@ class State:
     # and the autoscaler process (autoscaler.py); both None when it is off.
     autoscale: Policy | None = None
     autoscaler: Proc | None = None
+    # The watchdog beside each nginx (watchdog.py), in the order of balancers();
+    # none when started with --no-watchdog.
+    watchdogs: list[Proc] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -111,9 +119,13 @@ class State:
         return [self.redis] if self.redis else [*self.redis_nodes, *self.sentinels]
 
     def processes(self) -> list[Proc]:
-        """Every process, store first, then replicas, nginx, keepalived, the autoscaler."""
+        """Every process, store first, then replicas, nginx, their watchdogs, keepalived,
+        the autoscaler."""
         scaler = [self.autoscaler] if self.autoscaler else []
-        return [*self.stores(), *self.replicas, *self.balancers(), *self.keepalived, *scaler]
+        return [
+            *self.stores(), *self.replicas, *self.balancers(), *self.watchdogs,
+            *self.keepalived, *scaler,
+        ]  # fmt: skip
 
     def any_alive(self) -> bool:
         """Whether anything recorded still runs (on this boot)."""
@@ -148,6 +160,7 @@ class State:
             app_state=data.get("app_state", STATE_REDIS),
             autoscale=Policy.from_dict(data["autoscale"]) if data.get("autoscale") else None,
             autoscaler=Proc(**data["autoscaler"]) if data.get("autoscaler") else None,
+            watchdogs=[Proc(**r) for r in data.get("watchdogs", [])],
         )
 
 
@@ -164,6 +177,8 @@ class Workdir:
         self.log_dir = self.path / "logs"
         self.redis_dir = self.path / "redis"  # the single Redis
         self.secret_file = self.path / "secret_key"
+        # The journal of what was done to the cluster and when (timeline.EventLog).
+        self.events_file = self.path / "events.jsonl"
 
     def __str__(self) -> str:
         return str(self.path)

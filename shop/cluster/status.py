@@ -4,7 +4,9 @@
 `status --json` prints (`output.status_table` draws the same data as a table):
 
     {"url", "workdir", "redis": {...}, "nginx": {...},
-     "replicas": [{"name", "pid", "port", "alive", "ready", ...}],
+     "replicas": [{"name", "pid", "port", "alive", "ready", "frozen", "in_rotation", ...}],
+     "watchdogs": [{"name", "pid", "alive", "ready", "frozen", "nginx", "out",
+                    "note", "decisions", ...}],
      "autoscale": {"enabled", "policy", "process", "reading", "decisions"}}
 
 and in hosts mode (`up --hosts`), where `url` is the virtual IP's:
@@ -13,7 +15,11 @@ and in hosts mode (`up --hosts`), where `url` is the virtual IP's:
     "balancers": [{nginx-1 ..., "keepalived": {...}}, {nginx-2 ...}]
 
 Every probe has a short timeout and a dead process is simply "not ready":
-status never hangs on a broken cluster and never raises for one.
+status never hangs on a broken cluster and never raises for one. A frozen
+process (`shop-cluster freeze`) is alive but "frozen" and never ready, and is
+not probed at all: it could not answer. `in_rotation` says whether every nginx
+sends the replica requests (the watchdogs' verdicts, as the configs say now);
+a watchdog is ready while it keeps writing its status.
 """
 
 from __future__ import annotations
@@ -22,22 +28,26 @@ from typing import Any
 
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shop import scalelog  # Redis only, like shop.heartbeat
 
-from . import appserver, hosts, nginxconf, procs, store
+from . import appserver, hosts, nginxconf, procs, store, watchdog
 from .state import Proc, State, Workdir
 
 
 def entry(proc: Proc, ready: bool) -> dict[str, Any]:
     """The fields every process has in `status --json`."""
+    frozen = proc.frozen()
     return {
         "name": proc.name,
         "pid": proc.pid,
         "port": proc.port,
         "address": proc.address,
         "alive": proc.alive(),
-        "ready": ready,
+        "ready": ready and not frozen,
+        "frozen": frozen,
     }
 
 
@@ -48,9 +58,12 @@ def collect(workdir: Workdir, state: State) -> dict[str, Any]:
     beats = heartbeats(data) if readable else {}
     record = autoscale_record(data if readable else None)
     balancers = [balancer(nginx) for nginx in state.balancers()]
+    specs = {nginx.name: nginxconf.saved(workdir, nginx) for nginx in state.balancers()}
+    out = {name for spec in specs.values() if spec for name in spec.out}
     rows = []
     for replica in state.replicas:
         row = entry(replica, appserver.is_ready(replica))
+        row["in_rotation"] = replica.name not in out
         beat = beats.get(replica.name)
         # From the replica's heartbeats in Redis (shop/heartbeat.py).
         row["heartbeat"] = bool(beat and beat.alive)
@@ -64,6 +77,7 @@ def collect(workdir: Workdir, state: State) -> dict[str, Any]:
         "nginx": balancers[0],
         "replicas": rows,
         "autoscale": autoscale(state, record),
+        "watchdogs": [watchdog_entry(state, proc, specs) for proc in state.watchdogs],
     }
     if state.network is not None:
         data["hosts"] = hosts.status(state)
@@ -73,9 +87,34 @@ def collect(workdir: Workdir, state: State) -> dict[str, Any]:
     return data
 
 
+def watchdog_entry(
+    state: State, proc: Proc, specs: dict[str, nginxconf.Balancer | None]
+) -> dict[str, Any]:
+    """A watchdog in `status --json`: whether it runs and keeps up, what it has
+    taken out of its nginx's rotation and its last decisions."""
+    nginx = watchdog.watched(state, proc)
+    spec = specs.get(nginx.name)
+    report = (watchdog.read_status(spec) if spec else None) or {}
+    row = entry(proc, watchdog.is_fresh(report, proc))
+    row.update(
+        port=None,
+        nginx=nginx.name,
+        out=list(spec.out) if spec else [],
+        note=report.get("note", ""),
+        reloads=report.get("reloads", 0),
+        decisions=report.get("decisions", [])[-5:],
+    )
+    return row
+
+
+def answering(proc: Proc) -> bool:
+    """Whether `proc` runs and is not frozen: only then is it worth a probe."""
+    return proc.alive() and not proc.frozen()
+
+
 def balancer(nginx: Proc) -> dict[str, Any]:
     """One nginx in `status --json`, with its counters when it answers."""
-    ready = nginx.alive() and procs.http_ok(nginxconf.url(nginx, nginxconf.HEALTH_PATH))
+    ready = answering(nginx) and procs.http_ok(nginxconf.url(nginx, nginxconf.HEALTH_PATH))
     row = entry(nginx, ready)
     if ready:
         row.update(stub_status(nginxconf.url(nginx, nginxconf.STATUS_PATH)))
@@ -98,7 +137,13 @@ def autoscale(state: State, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _redis(node: Proc) -> redis.Redis:
-    return redis.Redis(host=node.address, port=node.port, socket_timeout=2, decode_responses=True)
+    return redis.Redis(
+        host=node.address,
+        port=node.port,
+        socket_timeout=2,
+        retry=Retry(NoBackoff(), 0),  # redis-py's default retries a hung Redis 10 times
+        decode_responses=True,
+    )
 
 
 def heartbeats(node: Proc) -> dict[str, Any]:

@@ -86,4 +86,5 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     if state.ha:
         return ha.status(state, entry)
     redis = state.redis
-    return entry(redis, redis.alive() and procs.redis_ping(redis.port, redis.address))
+    answering = redis.alive() and not redis.frozen()
+    return entry(redis, answering and procs.redis_ping(redis.port, redis.address))

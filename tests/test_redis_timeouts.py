@@ -1,0 +1,95 @@
+"""Every wait on Redis is bounded, and a hung Redis costs one timeout, never three.
+
+A frozen redis-server (SIGSTOP) is the stand-in for a host that vanished: the
+kernel accepts the connection and the command, nothing answers. The bounds and
+why they are what they are: sessionstore/connection.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from shop_support import make_app
+
+from sessionstore import redis_from_url
+from sessionstore.connection import SENTINEL_TIMEOUT, SOCKET_TIMEOUT, socket_timeout_for
+from shop.cluster import procs
+
+
+@contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_frozen_redis_costs_one_socket_timeout_not_one_per_retry(own_redis) -> None:
+    client = redis_from_url(own_redis.url)  # the defaults: 2 retries, on connection errors
+    client.set("k", "v")  # a pooled connection, as a worker has
+    with frozen(own_redis.proc.pid):
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            client.get("k")
+        took = time.monotonic() - started
+    print(f"\na command to a frozen Redis failed after {took:.2f} s")
+    assert SOCKET_TIMEOUT * 0.9 <= took < SOCKET_TIMEOUT * 1.5  # once, not retried
+    assert client.get("k") == b"v"  # and the client works again once it is back
+
+
+def test_a_restarted_redis_is_reached_again_by_a_retry(own_redis) -> None:
+    client = redis_from_url(own_redis.url)
+    client.set("k", "v")
+    own_redis.stop()
+    own_redis.start()  # the pooled connection is now dead: reset on first use
+    assert client.get("k") == b"v"  # retried on a fresh connection, no error seen
+
+
+def start_sentinel(folder: Path, redis_port: int) -> tuple[subprocess.Popen, int]:
+    port = procs.free_port()
+    folder.mkdir(parents=True)
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+        f"sentinel monitor shop 127.0.0.1 {redis_port} 1\n"
+    )
+    proc = procs.spawn(
+        [procs.find_binary("redis-server"), str(conf), "--sentinel"],
+        log_path=folder / "sentinel.log",
+    )
+    procs.wait_until(lambda: procs.redis_ping(port), timeout=15, what="a Sentinel")
+    return proc, port
+
+
+def test_a_frozen_sentinel_is_skipped_after_the_sentinel_timeout(own_redis, tmp_path) -> None:
+    first, first_port = start_sentinel(tmp_path / "s1", own_redis.port)
+    second, second_port = start_sentinel(tmp_path / "s2", own_redis.port)
+    try:
+        url = f"redis+sentinel://127.0.0.1:{first_port},127.0.0.1:{second_port}/shop"
+        with frozen(first.pid):
+            client = redis_from_url(url)
+            started = time.monotonic()
+            client.set("k", "via the second Sentinel")
+            took = time.monotonic() - started
+        print(f"\nfinding the primary past a frozen Sentinel took {took:.2f} s")
+        assert took < SENTINEL_TIMEOUT + 0.5
+    finally:
+        procs.stop_process(first.pid, timeout=5)
+        procs.stop_process(second.pid, timeout=5)
+
+
+def test_the_socket_timeout_outlasts_the_longest_replica_acknowledgement(redis_server) -> None:
+    assert socket_timeout_for(0.5) == SOCKET_TIMEOUT
+    assert socket_timeout_for(2.0) == 2.5  # a WAIT of 2 s must not time out the socket
+    app = make_app(redis_server.url, SHOP_REPLICA_ACK_TIMEOUT=2.0)
+    client = app.session_interface.store.client
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 2.5
