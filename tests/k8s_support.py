@@ -295,8 +295,9 @@ def nginx_exact_locations(conf: str) -> set[str]:
 
 
 def nginx_seconds(conf: str, directive: str) -> int:
-    match = re.search(rf"^\s*{directive}\s+(\d+)s;", conf, re.MULTILINE)
-    return int(match.group(1)) if match else 60  # nginx's default for the proxy timeouts
+    """The longest value `directive` has anywhere in `conf` (a location may raise it)."""
+    found = re.findall(rf"^\s*{directive}\s+(\d+)s;", conf, re.MULTILINE)
+    return max(map(int, found)) if found else 60  # nginx's default for the proxy timeouts
 
 
 def prestop_seconds(container: Obj) -> int | None:

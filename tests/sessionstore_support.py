@@ -5,7 +5,12 @@ Kept out of conftest so the test files can import them by name.
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import redis
+
+from shop.cluster import procs
 
 COOKIE = "session"  # Flask's default session cookie name
 
@@ -29,3 +34,25 @@ def cookie_of(client) -> str | None:
 def session_keys(r: redis.Redis) -> list[str]:
     """Every session hash in Redis (not the per-user indexes)."""
     return [k for k in r.scan_iter("sess:*") if not k.startswith("sess:user:")]
+
+
+def start_sentinel(folder: Path, redis_port: int) -> tuple[subprocess.Popen, int]:
+    """A real Sentinel on loopback watching the Redis on `redis_port` as service "shop"
+    (quorum 1), its files in `folder`: (process, port), ready. The caller stops it."""
+    port = procs.free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+        f"sentinel monitor shop 127.0.0.1 {redis_port} 1\n"
+    )
+    proc = procs.spawn(
+        [procs.find_binary("redis-server"), str(conf), "--sentinel"],
+        log_path=folder / "sentinel.log",
+    )
+    try:
+        procs.wait_until(lambda: procs.redis_ping(port), timeout=15, what="a Sentinel")
+    except BaseException:
+        procs.stop_process(proc.pid, timeout=5)
+        raise
+    return proc, port

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import redis
+from sessionstore_support import start_sentinel
 from shop_support import make_app
 
 from sessionstore import redis_from_url
@@ -52,22 +51,6 @@ def test_a_restarted_redis_is_reached_again_by_a_retry(own_redis) -> None:
     own_redis.stop()
     own_redis.start()  # the pooled connection is now dead: reset on first use
     assert client.get("k") == b"v"  # retried on a fresh connection, no error seen
-
-
-def start_sentinel(folder: Path, redis_port: int) -> tuple[subprocess.Popen, int]:
-    port = procs.free_port()
-    folder.mkdir(parents=True)
-    conf = folder / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
-        f"sentinel monitor shop 127.0.0.1 {redis_port} 1\n"
-    )
-    proc = procs.spawn(
-        [procs.find_binary("redis-server"), str(conf), "--sentinel"],
-        log_path=folder / "sentinel.log",
-    )
-    procs.wait_until(lambda: procs.redis_ping(port), timeout=15, what="a Sentinel")
-    return proc, port
 
 
 def test_a_frozen_sentinel_is_skipped_after_the_sentinel_timeout(own_redis, tmp_path) -> None:

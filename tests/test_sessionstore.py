@@ -17,7 +17,13 @@ import pytest
 import redis
 from flask import Flask, abort, jsonify, session
 from markupsafe import Markup
-from sessionstore_support import COOKIE, CountingConnection, cookie_of, session_keys
+from sessionstore_support import (
+    COOKIE,
+    CountingConnection,
+    cookie_of,
+    session_keys,
+    start_sentinel,
+)
 
 import sessionstore
 from sessionstore import Durability, RedisSessionInterface, StoreUnavailable, redis_from_url
@@ -707,18 +713,8 @@ def test_bad_sentinel_urls_are_rejected_with_a_clear_message(url):
 
 
 def test_sessions_through_a_real_sentinel(redis_server, redis_client, tmp_path):
-    port = procs.free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor shop 127.0.0.1 {redis_server.port} 1\n"
-    )
-    proc = procs.spawn(
-        [procs.find_binary("redis-server"), str(conf), "--sentinel"],
-        log_path=tmp_path / "sentinel.log",
-    )
+    proc, port = start_sentinel(tmp_path, redis_server.port)
     try:
-        procs.wait_until(lambda: procs.port_is_open(port), timeout=10, what="sentinel")
         app = make_app(redis_from_url(f"redis+sentinel://127.0.0.1:{port}/shop"))
         client = app.test_client()
         client.post("/set/a/via-sentinel")

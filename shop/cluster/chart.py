@@ -81,12 +81,18 @@ def draw(timeline: Timeline, path: Path) -> Path:
     ax.set_ylabel("request latency (s, log scale)")
     top = max([s.seconds for s in timeline.samples] + [1.0]) * 3
     ax.set_ylim(0.001, top)
-    for event in timeline.events:
+    span = max([s.at for s in timeline.samples] + [e.at for e in timeline.events] + [zero + 1])
+    last_x, level = None, 0
+    for event in sorted(timeline.events, key=lambda e: e.at):
         x = event.at - zero
         colour = EVENT_COLOURS.get(event.kind, "#555555")
         ax.axvline(x, color=colour, linestyle="--", linewidth=1.1)
+        # Labels of events close together are staggered downwards, not overprinted.
+        close = last_x is not None and x - last_x < 0.03 * (span - zero)
+        level = level + 1 if close else 0
+        last_x = x
         ax.text(
-            x, top * 0.92, f" {event.label}", rotation=90, va="top", ha="right",
+            x, top * 0.92 / 6**level, f" {event.label}", rotation=90, va="top", ha="right",
             fontsize=8, color=colour,
         )  # fmt: skip
     slowest = timeline.slowest()

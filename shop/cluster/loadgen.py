@@ -344,6 +344,7 @@ class LoadGenerator:
         self.ready = threading.Barrier(shoppers + 1)
         self.started = 0.0
         self.started_wall = 0.0  # time.time() at start: where its timeline begins
+        self.shopping_wall = 0.0  # time.time() once all signed up (password hashing done)
         self.stopped = 0.0
 
     def __enter__(self) -> LoadGenerator:
@@ -361,6 +362,7 @@ class LoadGenerator:
             thread.start()
             self.threads.append(thread)
         self._all_signed_up()
+        self.shopping_wall = time.time()
 
     def _all_signed_up(self) -> None:
         """Meet at the barrier: the load starts for real only once all are logged in
