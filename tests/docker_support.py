@@ -22,6 +22,8 @@ The engine (`PrivateDocker`) is a dockerd of our own: data root, exec root,
 socket and pid file in a temporary folder, its own bridge, addresses only from
 198.19.0.0/16 (a /20 block no route on this machine uses yet), no iptables
 rules (so no NAT towards the outside), published ports on 127.0.0.1 by default.
+Names Docker's DNS does not know are forwarded to a server on that bridge
+that answers NXDOMAIN at once (`NoSuchName`), as a reachable resolver would.
 `stop()` ends it by pid and removes every bridge and mount it left.
 """
 
@@ -134,9 +136,14 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
 
 
 def free_block() -> ipaddress.IPv4Network:
-    """A /20 of ADDRESS_SPACE that no route on this machine overlaps (its first is skipped)."""
+    """A /20 of ADDRESS_SPACE that no route on this machine overlaps (the first is
+    never used). The search starts at a place given by our pid, so two test
+    sessions starting together rarely pick the same block before either has
+    made its bridge."""
     used = _used_networks()
-    for block in list(ADDRESS_SPACE.subnets(new_prefix=BLOCK_PREFIX))[1:]:
+    blocks = list(ADDRESS_SPACE.subnets(new_prefix=BLOCK_PREFIX))[1:]
+    start = os.getpid() % len(blocks)
+    for block in blocks[start:] + blocks[:start]:
         if not any(block.overlaps(net) for net in used):
             return block
     raise DockerUnavailable(f"no free /{BLOCK_PREFIX} left in {ADDRESS_SPACE}")
