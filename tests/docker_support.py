@@ -68,6 +68,15 @@ RECIPE = "3"
 ADDRESS_SPACE = ipaddress.ip_network("198.19.0.0/16")
 BLOCK_PREFIX = 20
 
+# What .env adds for the ha profile (the comment at the top of docker-compose.yml).
+HA_PROFILE_ENV = {
+    "REDIS_SCHEME": "redis+sentinel",
+    "REDIS_HOSTS": "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379",
+    "REDIS_TARGET": "shop/0",
+    "SHOP_REPLICA_ACKS": "1",
+    "SESSION_REPLICA_ACKS": "1",
+}
+
 # Bounds, each with its reason.
 DEBOOTSTRAP_TIMEOUT = 900  # about a minute here; a slow mirror gets much longer
 DAEMON_START_TIMEOUT = 60  # dockerd answers within seconds; containerd starts first

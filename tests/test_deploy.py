@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from docker_support import HA_PROFILE_ENV
 
 from shop.cluster import nginxconf
 
@@ -201,14 +202,7 @@ def test_image_entry_points_exist() -> None:
 
 # -- the ha profile (redis as the first primary + 2 replicas + 3 Sentinels) -------
 
-HA_ENV = {
-    **SECRETS,
-    "REDIS_SCHEME": "redis+sentinel",
-    "REDIS_HOSTS": "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379",
-    "REDIS_TARGET": "shop/0",
-    "SHOP_REPLICA_ACKS": "1",
-    "SESSION_REPLICA_ACKS": "1",
-}
+HA_ENV = {**SECRETS, **HA_PROFILE_ENV}
 HA_SERVICES = {"redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3"}
 
 

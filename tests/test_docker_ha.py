@@ -11,20 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from docker_support import Compose, PrivateDocker, compose_project
+from docker_support import HA_PROFILE_ENV, Compose, PrivateDocker, compose_project
 
 from shop.cluster import procs
 from shop.cluster.loadgen import LoadGenerator, SimulatedShopper
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-HA_ENV = {
-    "REDIS_SCHEME": "redis+sentinel",
-    "REDIS_HOSTS": "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379",
-    "REDIS_TARGET": "shop/0",
-    "SHOP_REPLICA_ACKS": "1",
-    "SESSION_REPLICA_ACKS": "1",
-}
 NODES = ("redis", "redis-2", "redis-3")
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 WRITES_RESUME_WITHIN = 10.0  # seconds after the kill (issue 14)
@@ -66,7 +59,7 @@ def healthy_replicas(compose: Compose) -> set[str]:
 
 @pytest.fixture(scope="module")
 def ha_stack(docker_engine: PrivateDocker) -> Iterator[Compose]:
-    with compose_project(docker_engine, 1, HA_ENV) as compose:
+    with compose_project(docker_engine, 1, HA_PROFILE_ENV) as compose:
         compose.run("--profile", "ha", "up", "--build", "--detach", "--scale", "shop=2")
         compose.wait_healthy(
             {"shop": 2, "nginx": 1, **{n: 1 for n in NODES}, **{s: 1 for s in SENTINELS}}
