@@ -16,9 +16,9 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
-from .errors import NotReplicated
+from .errors import NotReplicated, WriteRefused, refused_for_replicas
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,9 @@ def run_script(
     replicas confirm the write within its timeout.
 
     A write that is not confirmed stays on the primary (Redis cannot roll it
-    back) but must not be reported as done: the caller answers 503.
+    back) but must not be reported as done: the caller answers 503. A primary
+    that refuses the write outright (``min-replicas-to-write``: too few
+    replicas in sync) raises WriteRefused; then nothing was written.
     """
     acks = durability.replica_acks
     for attempt in range(2):
@@ -92,6 +94,10 @@ def run_script(
                 raise
             client.script_load(script.text)
             continue
+        except ResponseError as exc:
+            if refused_for_replicas(exc):
+                raise WriteRefused(f"the primary refused the write: {exc}") from exc
+            raise
         if acked < acks:
             raise NotReplicated(
                 f"write reached {acked} of {acks} replica(s) within {durability.timeout_ms} ms"

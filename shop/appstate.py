@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app, request
 
 from . import catalog
-from .errors import STORE_ERRORS
+from .errors import is_store_error
 from .shopstore import ShopStore
 
 log = logging.getLogger(__name__)
@@ -66,5 +66,7 @@ def init_app(app: Flask, shop_store: ShopStore) -> None:
     with app.app_context():
         try:
             seed_catalog()
-        except STORE_ERRORS as exc:  # seeded by the first request once Redis is back
+        except Exception as exc:  # seeded by the first request once Redis is back
+            if not is_store_error(exc):
+                raise
             log.warning("could not seed the catalog at start-up (%s); will retry", exc)

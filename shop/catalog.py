@@ -47,11 +47,25 @@ def seed(store: ShopStore, products: list[dict[str, Any]] | None = None) -> int:
 
     HSETNX only fills what is absent, so every replica can seed at start-up,
     concurrently, without ever resetting stock that sales have already taken.
-    Returns how many products were added.
+    What is there is read first and only the absent is written: a replica
+    starting on a seeded store writes nothing, so it starts even while the
+    primary refuses writes (no replica in sync). Returns how many products
+    were added.
     """
     products = load_seed_data() if products is None else products
+    pipe = store.client.pipeline(transaction=False)
+    pipe.hkeys(keys.products())
+    pipe.hkeys(keys.stock())
+    have_info, have_stock = (set(ids) for ids in pipe.execute())
+    missing = [
+        (position, item)
+        for position, item in enumerate(products)
+        if item["id"] not in have_info or item["id"] not in have_stock
+    ]
+    if not missing:
+        return 0
     pipe = store.client.pipeline(transaction=True)
-    for position, item in enumerate(products):
+    for position, item in missing:
         info = {
             "id": item["id"],
             "name": item["name"],

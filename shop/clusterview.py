@@ -11,6 +11,12 @@ the shared Redis (shop/heartbeat.py). The page names the replica that served
 it; static/cluster.js re-fetches /api/cluster every 2 s and redraws the table,
 and without script a <noscript> meta refresh reloads the whole page instead
 (it is ignored when script runs, so the two never fight).
+
+Below the replicas, the store: which Redis node takes the writes now and which
+of its replicas are in sync (shop/replication.py), and whether writes are
+accepted (a write needs SHOP_REPLICA_ACKS / SESSION_REPLICA_ACKS replicas).
+It is a separate key of the JSON (``store``) and a separate part of the page,
+shown with the process details only (it names the store's addresses).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from . import appstate, heartbeat, identity, scalelog
+from . import appstate, heartbeat, identity, replication, scalelog
 from .formatting import duration
 
 bp = Blueprint("cluster", __name__)
@@ -67,7 +73,24 @@ def cluster_status() -> dict[str, Any]:
         "details": details,
         "replicas": rows,
         "autoscale": scalelog.read(client) if details else None,
+        # The store names its nodes' addresses: a detail, like the pids.
+        **({"store": store_status()} if details else {}),
     }
+
+
+def store_status() -> dict[str, Any]:
+    """The Redis node the shop writes to now and its replicas, in sync or not.
+
+    While fewer replicas are in sync than a write needs, writes get a 503, the
+    replicas' heartbeats included: the page says so, since replicas then
+    lapse to "gone" while they still serve.
+    """
+    config = current_app.config
+    needed = max(config["SHOP_REPLICA_ACKS"], config["SESSION_REPLICA_ACKS"])
+    view = replication.read_replication(appstate.store().client).to_json()
+    view["writes_need"] = needed
+    view["writes_accepted"] = view["role"] == "primary" and view["replicas_in_sync"] >= needed
+    return view
 
 
 @bp.get("/api/cluster")

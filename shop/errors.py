@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessionstore import TRANSIENT_REDIS_ERRORS, StoreUnavailable
+from sessionstore import TRANSIENT_REDIS_ERRORS, StoreUnavailable, refused_for_replicas
 
 # Failures that mean the store cannot be reached right now (as opposed to a
 # bug, such as a script error, which must surface as one): sessionstore's own
-# exception, and the Redis errors the shop's own calls can raise.
+# exception, and the Redis errors the shop's own calls can raise. A primary's
+# refusal of a write for want of replicas is one too, but redis-py gives it
+# no class of its own: is_store_error recognises it.
 STORE_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailable, *TRANSIENT_REDIS_ERRORS)
 
 
@@ -47,8 +49,9 @@ class ShopError(Exception):
 
 
 def is_store_error(exc: BaseException | None) -> bool:
-    """True if `exc` means Redis is unreachable (so the answer is a 503, not a 500)."""
-    return isinstance(exc, STORE_ERRORS)
+    """True if `exc` means Redis is unreachable or refuses writes for now (so the
+    answer is a 503, not a 500)."""
+    return isinstance(exc, STORE_ERRORS) or refused_for_replicas(exc)
 
 
 def store_unavailable() -> ShopError:

@@ -14,8 +14,11 @@ import logging
 import re
 import uuid
 
+import redis
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from sessionstore import refused_for_replicas
 
 from . import metrics
 from .errors import STORE_ERRORS, ShopError, is_store_error, store_unavailable
@@ -72,6 +75,14 @@ def _store_down(exc: BaseException) -> Response:
     return error_response(store_unavailable())
 
 
+def _redis_error(exc: redis.exceptions.ResponseError) -> Response:
+    """A write the primary refused for want of replicas (min-replicas-to-write) is
+    a 503 like any store outage; any other error reply is a bug and stays one."""
+    if refused_for_replicas(exc):
+        return _store_down(exc)
+    raise exc
+
+
 def _http_error(exc: HTTPException) -> Response:
     if isinstance(exc, InternalServerError):
         original = exc.original_exception
@@ -123,6 +134,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ShopError, error_response)
     for exc_type in STORE_ERRORS:
         app.register_error_handler(exc_type, _store_down)
+    app.register_error_handler(redis.exceptions.ResponseError, _redis_error)
     app.register_error_handler(HTTPException, _http_error)
     app.before_request(_begin_request)
     app.after_request(_finish)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shop.cluster import procs
+from shop.cluster import ha, procs
 
 # The fixtures that start a real redis-server; every other Redis fixture uses one.
 REDIS_FIXTURES = frozenset({"redis_server", "own_redis"})
@@ -114,6 +114,39 @@ def primary_with_replica(
     finally:
         procs.stop_process(replica.pid, timeout=0)
         primary.close()
+
+
+@dataclass
+class GuardedPrimary:
+    """A primary with the launcher's HA write guard (min-replicas-to-write) and
+    one replica, which a test can take away."""
+
+    server: RedisServer
+    replica: object
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def lose_the_replica(self) -> None:
+        """Crash the replica (a SIGTERMed one lingers) and wait until the primary
+        has noticed: no replica left in sync, so it refuses writes."""
+        procs.stop_process(self.replica.pid, timeout=0)
+        with self.server.client(decode_responses=True) as admin:
+            procs.wait_until(
+                lambda: admin.info("replication")["connected_slaves"] == 0,
+                timeout=10,
+                what="the primary to notice its replica is gone",
+            )
+
+
+@pytest.fixture
+def guarded_primary(primary_with_replica: tuple[RedisServer, object]) -> GuardedPrimary:
+    primary, replica = primary_with_replica
+    with primary.client() as admin:
+        admin.config_set("min-replicas-to-write", ha.MIN_REPLICAS_TO_WRITE)
+        admin.config_set("min-replicas-max-lag", ha.MIN_REPLICAS_MAX_LAG)
+    return GuardedPrimary(primary, replica)
 
 
 # -- the shop app (tests/test_shop_*.py) --------------------------------------

@@ -157,6 +157,9 @@ def test_api_cluster_aggregates_workers_per_replica_and_keeps_lapsed_ones_as_gon
     assert by_name["shop-1"]["uptime_seconds"] > 0
     assert by_name["shop-2"]["requests_total"] == 7
     assert [r["name"] for r in body["replicas"]] == ["shop-1", "shop-2"]
+    # The store: one Redis, no replica, none needed (SHOP_REPLICA_ACKS=0).
+    assert body["store"]["role"] == "primary" and body["store"]["replicas"] == []
+    assert body["store"]["writes_need"] == 0 and body["store"]["writes_accepted"]
 
     # shop-2's worker key lapses (its TTL, cut short here): listed as gone, not dropped.
     assert 0 < redis_client.ttl(keys.cluster_worker("shop-2", b.pid)) <= heartbeat.TTL_SECONDS

@@ -29,6 +29,7 @@ DOMAIN = {
     "shop.keys",
     "shop.orders",
     "shop.scalelog",
+    "shop.replication",
     "shop.shopstore",
     "shop.throttle",
 }

@@ -316,6 +316,8 @@ def test_a_stranger_sees_only_names_and_alive_or_gone(shop_app, beating):
     page = client.get("/cluster", environ_base=STRANGER).get_data(as_text=True)
     assert "shop-2" in page and "Uptime" not in page and "Requests" not in page
     assert "Autoscaling" not in page and "in flight" not in page
+    assert "store" not in body  # the Redis nodes' addresses are details too
+    assert 'id="store"' not in page
 
 
 def test_the_cluster_host_and_a_flagged_deployment_see_the_details(
@@ -323,6 +325,7 @@ def test_the_cluster_host_and_a_flagged_deployment_see_the_details(
 ):
     from_host = shop_app.test_client().get("/api/cluster").get_json()  # 127.0.0.1
     assert from_host["details"] and from_host["replicas"][0]["pids"]
+    assert from_host["store"]["address"] == f"127.0.0.1:{redis_server.port}"
     assert from_host["autoscale"]["reading"]["summary"].startswith("2 replicas (range 1 to 3")
     assert from_host["autoscale"]["decisions"][0]["summary"] == "up 1 → 2"
     page = shop_app.test_client().get("/cluster").get_data(as_text=True)

@@ -781,6 +781,30 @@ def test_write_is_acknowledged_only_once_a_replica_has_it(primary_with_replica):
     assert time.monotonic() - started < 2  # bounded by the ack timeout, not a hang
 
 
+def test_a_primary_refusing_writes_still_serves_sessions_and_changes_none(guarded_primary):
+    """The launcher's HA nodes refuse writes without a replica in sync
+    (min-replicas-to-write): a save is a StoreUnavailable that wrote nothing,
+    and a read is served even when it would push the idle TTL back."""
+    app = make_app(
+        redis_from_url(guarded_primary.url, retries=0),
+        durability=Durability(replica_acks=1),
+        idle_timeout=timedelta(seconds=60),
+    )
+    client = app.test_client()
+    assert client.post("/login/alice").status_code == 200
+    assert client.post("/set/cart/one").status_code == 200
+    with guarded_primary.server.client(decode_responses=True) as raw:
+        (key,) = session_keys(raw)
+        raw.pexpire(key, 20_000)  # less than half the idle timeout left: a read pushes it
+        guarded_primary.lose_the_replica()
+
+        assert client.get("/read").json == {"user_id": "alice", "cart": "one"}
+        assert raw.pttl(key) <= 20_000  # the push was skipped, not failed
+        assert client.post("/set/cart/two").status_code == 503
+        assert client.post("/logout").status_code == 503
+        assert client.get("/read").json == {"user_id": "alice", "cart": "one"}
+
+
 def test_durable_save_is_still_one_round_trip(primary_with_replica, tmp_path):
     primary, _ = primary_with_replica
     pool = redis.ConnectionPool(

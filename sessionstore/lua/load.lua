@@ -1,5 +1,7 @@
 -- Load a session in one round trip. The idle TTL is pushed back only when
--- less than half of it remains, so most reads write nothing at all.
+-- less than half of it remains, so most reads write nothing at all. A primary
+-- that refuses writes (min-replicas-to-write, no replica in sync) still
+-- serves the session: the push is skipped and tried again on a later read.
 --
 -- KEYS[1]  session key (under the current secret)
 -- KEYS[2..] where the session would be under old secrets (a key rotation):
@@ -46,8 +48,7 @@ local ttl = redis.call('PTTL', key)
 if ttl >= 0 and ttl < idle / 2 then
   local now = now_ms()
   local new_ttl = session_ttl(created or now, idle, absolute, now)
-  if new_ttl > ttl then
-    redis.call('PEXPIRE', key, new_ttl)
+  if new_ttl > ttl and type(redis.pcall('PEXPIRE', key, new_ttl)) == 'number' then
     redis.call('HSET', key, '!a', now)
     if user then index_add(index_prefix .. user, key, now + new_ttl, now) end
   end

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import hosts, procs, store
+from . import ha, hosts, procs, store
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .output import LogFollower, console, err_console, status_table
 from .procs import ClusterError
@@ -60,7 +60,8 @@ examples:
   shop-cluster scale 5                 add replicas (or remove them, drained first)
   shop-cluster autoscale 1:4           follow the load between 1 and 4 replicas
   shop-cluster autoscale off           stop following it (the replicas stay)
-  shop-cluster up --redis ha           Redis primary + replica + 3 Sentinels (failover)
+  shop-cluster up --redis ha           Redis primary + 2 replicas + 3 Sentinels: survives
+                                       the loss of any one Redis node, writes included
   shop-cluster kill redis-primary      crash whichever Redis node is primary now (HA)
   shop-cluster start redis-1           bring a Redis node back: it rejoins as a replica
   shop-cluster demo                    the narrated kill-a-node demo
@@ -116,14 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     shape.add_argument(
         "--redis", choices=store.MODES, default="single",
-        help="single: one redis-server; ha: a primary, a replica and 3 Sentinels, "
-        "every write acknowledged by the replica (default: single)",
+        help="single: one redis-server; ha: a primary, its replicas and 3 Sentinels, "
+        "every write acknowledged by a replica (default: single)",
     )  # fmt: skip
     shape.add_argument(
-        "--redis-replicas", type=int, default=1, metavar="N",
-        help="with --redis ha: how many Redis replicas (default: 1). With 2, a replica is "
-        "left to acknowledge writes after a failover, so writes do not pause until the "
-        "old primary is back",
+        "--redis-replicas", type=int, default=None, metavar="N",
+        help=f"with --redis ha: how many Redis replicas (default: {ha.DEFAULT_REPLICAS}, so "
+        "that after the loss of any one node a replica is left to acknowledge writes). "
+        "1 means writes stop after a failover until the lost node is back",
     )  # fmt: skip
     shape.add_argument(
         "--no-watchdog", action="store_true",
@@ -255,6 +256,7 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         # so far is stopped (up() cleans up after itself, the finally below
         # after a running cluster).
         signal.signal(signal.SIGTERM, _interrupt)
+    _explain_redis_replicas(args)
     store = "Redis + Sentinels" if args.redis == "ha" else "redis"
     policy = None
     if args.autoscale is not None:
@@ -430,6 +432,7 @@ def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
         return _contrast(cluster, args)
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
+    _explain_redis_replicas(args)
     return run_demo(
         cluster,
         console,
@@ -518,6 +521,12 @@ def _target(text: str) -> float:
 
 def _policy(text: str, target: float) -> Policy:
     return Policy.parse(text, target=target)
+
+
+def _explain_redis_replicas(args: argparse.Namespace) -> None:
+    """Say what a single Redis replica gives up, when the user asks for one."""
+    if args.redis == "ha" and args.redis_replicas == 1:
+        console.print(f"[yellow]note:[/] {ha.ONE_REPLICA_NOTE}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

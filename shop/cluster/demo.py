@@ -5,8 +5,9 @@ X-Served-By) that answered each request, while a few simulated shoppers
 (the same code the tests use) keep the cluster busy in the background.
 
 On an HA cluster (`--redis ha`) a second act kills the store's primary:
-Sentinel promotes the replica, requests get fast 503s meanwhile, the old
-primary comes back as a replica and the shopper's cart is intact.
+Sentinel promotes a replica, requests get fast 503s meanwhile, writes are
+acknowledged again with the old primary still dead (by the replica that is
+left), the old primary comes back as a replica and the shopper's cart is intact.
 
 At the end it draws the background shoppers' requests and what was done to
 the cluster as a timeline chart in the workdir (chart.py).
@@ -15,6 +16,7 @@ the cluster as a timeline chart in the workdir (chart.py).
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from rich.console import Console
@@ -22,7 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..formatting import money
-from . import chart, ha, procs
+from . import chart, ha, procs, status
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .loadgen import (
     LoadGenerator,
@@ -32,6 +34,7 @@ from .loadgen import (
     plentiful,
     quantities,
 )
+from .output import replica_sync
 from .procs import ClusterError
 from .timeline import Timeline
 
@@ -84,6 +87,24 @@ class Narrator:
         self.console.print(self.cart_table(cart))
         return cart
 
+    def store_table(self, cluster: Cluster) -> None:
+        """The Redis nodes now: which is primary, which replicas are in sync."""
+        view = ha.status(cluster.workdir.running(), status.entry)
+        table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+        for column in ("node", "role", "replication"):
+            table.add_column(column)
+        for node in view["nodes"]:
+            role = node["role"]
+            if role == "primary":
+                sync = f"{view['replicas_in_sync']} replica(s) in sync"
+            elif role == "replica":
+                sync = replica_sync(node)
+            else:
+                sync = "-"
+            colour = {"primary": "bold green", "down": "red"}.get(role, "")
+            table.add_row(node["name"], f"[{colour}]{role}[/]" if colour else role, sync)
+        self.console.print(table)
+
     def cart_table(self, cart: dict[str, Any]) -> Table:
         table = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
         for column in ("product", "qty", "subtotal"):
@@ -101,7 +122,7 @@ def run_demo(
     port: int = DEFAULT_PORT,
     replicas: int = DEFAULT_REPLICAS,
     redis: str = "single",
-    redis_replicas: int = 1,
+    redis_replicas: int | None = None,
     with_watchdog: bool = True,
 ) -> int:
     """Tell the story; return 0 if nothing was lost and no request failed
@@ -212,18 +233,24 @@ def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
 
 
 def _store_act(cluster: Cluster, n: Narrator) -> bool:
-    """Act two (HA only): kill the Redis primary under the shopper's feet."""
+    """Act two (HA only): kill the Redis primary under the shopper's feet.
+
+    With two or more Redis replicas (the default) a replica is left to
+    acknowledge writes, so they go on once Sentinel has promoted a node; with
+    one, they wait until the old primary is back as a replica.
+    """
     shopper = n.shopper
     n.step("A new cart, then the store's own primary is killed")
     product = plentiful(shopper.products(), 1)[0]
     n.call("POST", "/api/cart/items", json={"product_id": product["id"], "qty": 2}, expect=(201,))
-    before = quantities(n.call("GET", "/api/cart").json())
-    n.say("Every write was acknowledged only after the Redis replica had it (WAIT).")
+    expected = quantities(n.call("GET", "/api/cart").json())
+    n.say("Every write was acknowledged only after a Redis replica had it (WAIT):")
+    n.store_table(cluster)
     proc = cluster.kill(ha.PRIMARY_ALIAS)
     killed = time.monotonic()
     n.say(f"[red]{proc.name}, the Redis primary (pid {proc.pid}), is dead.[/]")
 
-    n.step("Sentinel notices (1 s without answer), agrees (quorum 2 of 3), promotes the replica")
+    n.step("Sentinel notices (1 s silent), agrees (2 of 3), promotes a replica")
     promoted = None
     while promoted in (None, proc) and time.monotonic() < killed + BACK_IN_ROTATION_TIMEOUT:
         response = shopper.request("GET", "/api/cart", expect=(200, 503))
@@ -239,19 +266,53 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
         return False
     n.say(f"[green]{promoted.name} is the primary now[/] ({time.monotonic() - killed:.1f} s).")
 
+    state = cluster.workdir.running()
+    survivors = [r for r in state.redis_nodes if r.alive() and r.name != promoted.name]
+    writes_went_on = True
+    if survivors:
+        n.step(f"Writes go on with {proc.name} still dead")
+        n.say(f"A replica of {promoted.name} is left to acknowledge them.")
+        writes_went_on = _write_again(n, product["id"], killed)
+        if writes_went_on:
+            expected[product["id"]] += 1
+        n.store_table(cluster)
+    else:
+        n.say("No replica is left to acknowledge writes: they get a fast 503 until")
+        n.say(f"{proc.name} is back (`--redis-replicas 2`, the default, avoids this).")
+
     n.step(f"{proc.name} comes back and rejoins as a replica")
-    n.say("Until it does, writes are refused: no replica could acknowledge them.")
     cluster.start(proc.name)
     procs.wait_until(
         lambda: ha.node_info(proc).link_up, timeout=30, what=f"{proc.name} to sync"
     )
     n.say(f"{proc.name} is a replica of {promoted.name}, in sync ✔")
+    n.store_table(cluster)
     after = quantities(n.call("GET", "/api/cart").json())
-    intact = after == before
-    n.say("cart intact ✔" if intact else f"[red]cart changed: {before} -> {after}[/]")
+    intact = after == expected
+    n.say("cart intact ✔" if intact else f"[red]cart changed: {expected} -> {after}[/]")
     n.call("POST", "/api/cart/items", json={"product_id": product["id"], "qty": 1}, expect=(201,))
-    n.say("writes are acknowledged again ✔")
-    return intact
+    n.say("writes are acknowledged ✔")
+    return intact and writes_went_on
+
+
+def _write_again(n: Narrator, product_id: str, killed: float) -> bool:
+    """Add one item until the shop acknowledges it (one Idempotency-Key, so the
+    add counts once however often it is sent); say how long after the kill."""
+    key = uuid.uuid4().hex
+    body = {"product_id": product_id, "qty": 1}
+    while time.monotonic() < killed + BACK_IN_ROTATION_TIMEOUT:
+        response = n.shopper.request(
+            "POST", "/api/cart/items", json=body, expect=(201, 503), key=key
+        )
+        if response is not None and response.status_code == 201:
+            n.say(
+                f"[green]a cart write is acknowledged again[/], "
+                f"{time.monotonic() - killed:.1f} s after the kill ✔"
+            )
+            return True
+        time.sleep(0.2)
+    n.say("[red]no write was acknowledged[/]")
+    return False
 
 
 def _clean(report: LoadReport, *, failover: bool) -> bool:

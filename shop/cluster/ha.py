@@ -24,6 +24,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shop import replication
+
 from . import procs
 from .state import Proc, State, Workdir
 
@@ -37,11 +39,48 @@ NODE_PREFIX = "redis-"
 SENTINEL_PREFIX = "sentinel-"
 PRIMARY_ALIAS = "redis-primary"
 SENTINELS = 3
+# Two replicas: after the loss of any one node (the primary included) a
+# replica is still there to acknowledge writes (WAIT 1), so writes resume as
+# soon as Sentinel has promoted a node. With one, they stop until the lost
+# node is back (ONE_REPLICA_NOTE); `--redis-replicas 1` is the user's choice.
+DEFAULT_REPLICAS = 2
 MAX_REPLICAS = 5
+ONE_REPLICA_NOTE = (
+    "With 1 Redis replica, losing either node leaves none to acknowledge writes: "
+    "after a failover the shop serves reads but answers writes with 503 until the "
+    "lost node is back as a replica. The default, 2 replicas, keeps taking writes."
+)
 
-# Every node, primary or not: one full sync at once (no 5 s batching wait),
-# and the replica keeps serving reads of its last data while it resyncs.
-NODE_SETTINGS = {"repl-diskless-sync-delay": "0"}
+# Redis's own guard against writing into a primary that has lost its
+# replicas, beside the shop's WAIT. WAIT alone makes a write count only once a
+# replica has it, but a write it times out on stays applied on the primary
+# (Redis cannot undo it): a shopper told "503" would see it in the cart, and
+# on a primary cut off from its replicas such writes pile up until Sentinel
+# demotes it and they vanish. With the guard the primary refuses a write
+# outright (NOREPLICAS: a 503 that changed nothing, at once instead of after
+# WAIT's timeout) while fewer than MIN_REPLICAS_TO_WRITE replicas have
+# acknowledged its stream within the last MIN_REPLICAS_MAX_LAG seconds.
+# It asks exactly what WAIT 1 asks, so it stops no write WAIT would have let
+# through: with two replicas, writes stop only once both are gone (issue 12's
+# second kill), as they would with WAIT alone. Its price: while it refuses,
+# every write stops, the shop's unacknowledged ones too (heartbeats, login
+# throttle counters, session expiry pushes; the shop skips or reports those).
+MIN_REPLICAS_TO_WRITE = 1
+# "In sync" as the cluster page and `status` show it (3 s: see there). A
+# primary cut off from its replicas (no connection reset to notice) refuses
+# writes after about that, when Sentinel (1 s down-after, then a vote) has
+# about promoted another node; a dead replica is noticed at once (the
+# connection closes).
+MIN_REPLICAS_MAX_LAG = replication.IN_SYNC_MAX_LAG
+
+# Every node, primary or not (a replica ignores the guard until promoted):
+# one full sync at once (no 5 s batching wait), the replica keeps serving
+# reads of its last data while it resyncs, and the write guard above.
+NODE_SETTINGS = {
+    "repl-diskless-sync-delay": "0",
+    "min-replicas-to-write": str(MIN_REPLICAS_TO_WRITE),
+    "min-replicas-max-lag": str(MIN_REPLICAS_MAX_LAG),
+}
 
 # The replica acks every shop replica asks for before a write counts (the
 # shop's and the sessions'); the environment of `up` overrides them.
@@ -90,13 +129,18 @@ def sentinel_conf(*, sentinel: Proc, folder: Path, primary: Proc) -> str:
 def start(workdir: Workdir, state: State) -> None:
     """redis-1 as primary, the others its replicas, then the Sentinels watching redis-1.
 
-    Ready means: every Sentinel sees the primary, its replicas and its peers,
-    so a failover can be agreed on from the first second.
+    Ready means: every replica is in sync (the primary's write guard lets
+    writes through) and every Sentinel sees the primary, its replicas and its
+    peers, so a failover can be agreed on from the first second.
     """
     first, *others = state.redis_nodes
     for node in state.redis_nodes:
         start_node(workdir, node, first)
     workdir.save(state)
+    procs.wait_for(
+        lambda: all(node_info(node).link_up for node in others),
+        "the Redis replicas to sync with the primary",
+    )
     for sentinel in state.sentinels:
         start_sentinel(workdir, sentinel, first, fresh=True)
     procs.wait_for(
@@ -243,8 +287,10 @@ def sentinel_health(proc: Proc) -> dict[str, Any]:
 
 def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[str, Any]:
     """The HA store in `status --json`: who is primary now (per Sentinel), each
-    node's role, each Sentinel's view. `entry` makes a process's common fields."""
+    node's role, whether each replica is in sync (as the primary sees it), each
+    Sentinel's view. `entry` makes a process's common fields."""
     primary = current_primary(state)
+    links = _replica_links(primary)
     nodes = []
     for node in state.redis_nodes:
         info = node_info(node) if node.alive() and not node.frozen() else NodeInfo(role=None)
@@ -254,6 +300,10 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
             row["replica_of"] = info.primary_port
             row["replica_of_address"] = info.primary_address
             row["link_up"] = info.link_up
+            link = links.get(node.endpoint)
+            row["in_sync"] = bool(link and link.in_sync)
+            row["lag_seconds"] = link.lag_seconds if link else None
+            row["behind_bytes"] = link.behind_bytes if link else None
         nodes.append(row)
     sentinels = []
     for sentinel in state.sentinels:
@@ -268,8 +318,22 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
         "service": SERVICE,
         "url": sentinel_url(state.sentinels),
         "primary": primary.name if primary else None,
+        "replicas_in_sync": sum(1 for link in links.values() if link.in_sync),
+        "writes_need": MIN_REPLICAS_TO_WRITE,
         "alive": any(n["alive"] for n in nodes),
         "ready": primary is not None and any(n["ready"] for n in nodes),
         "nodes": nodes,
         "sentinels": sentinels,
     }
+
+
+def _replica_links(primary: Proc | None) -> dict[str, replication.ReplicaLink]:
+    """The primary's replicas by address:port (a Proc's endpoint), as it sees
+    them (empty if it does not answer)."""
+    if primary is None or not primary.alive() or primary.frozen():
+        return {}
+    try:
+        with _client(primary) as client:
+            return {link.address: link for link in replication.read_replication(client).replicas}
+    except redis.RedisError:
+        return {}

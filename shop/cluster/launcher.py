@@ -80,7 +80,7 @@ class Cluster:
         replicas: int = DEFAULT_REPLICAS,
         port: int | None = None,
         redis: str = "single",
-        redis_replicas: int = 1,
+        redis_replicas: int | None = None,
         on_hosts: bool = False,
         app_state: str = STATE_REDIS,
         autoscale: Policy | None = None,
@@ -90,9 +90,10 @@ class Cluster:
         once all are ready.
 
         `redis` is ``single`` (one redis-server) or ``ha`` (a primary,
-        `redis_replicas` replicas and three Sentinels; the shop connects through
-        the Sentinels). With two or more Redis replicas, one is left to
-        acknowledge writes after a failover, so writes need not pause.
+        `redis_replicas` replicas, by default ``ha.DEFAULT_REPLICAS``, and three
+        Sentinels; the shop connects through the Sentinels). With two or more
+        Redis replicas, one is left to acknowledge writes after a failover, so
+        writes need not pause.
 
         `on_hosts` puts every process on a host of its own (a network namespace,
         see hosts.py), with two load balancers sharing a virtual IP; it needs root.
@@ -112,10 +113,12 @@ class Cluster:
             port = hosts.DEFAULT_PORT if on_hosts else DEFAULT_PORT
         if replicas < 1:
             raise ClusterError("--replicas must be at least 1")
+        if redis_replicas is not None and redis != "ha":
+            raise ClusterError("--redis-replicas needs --redis ha")
+        if redis_replicas is None:
+            redis_replicas = ha.DEFAULT_REPLICAS
         if not 1 <= redis_replicas <= ha.MAX_REPLICAS:
             raise ClusterError(f"--redis-replicas must be between 1 and {ha.MAX_REPLICAS}")
-        if redis_replicas != 1 and redis != "ha":
-            raise ClusterError("--redis-replicas needs --redis ha")
         if redis not in store.MODES:
             raise ClusterError(f"--redis must be one of {', '.join(store.MODES)}")
         if app_state not in APP_STATES:

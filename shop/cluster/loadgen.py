@@ -210,10 +210,11 @@ class SimulatedShopper:
         self.acknowledged[product_id] += qty
         return True
 
-    def settle_one(self) -> None:
-        """Retry the oldest unsettled add with its own Idempotency-Key."""
+    def settle_one(self) -> bool:
+        """Retry the oldest unsettled add with its own Idempotency-Key; True if
+        the shop acknowledged it this time."""
         key, body = self.pending.pop(0)
-        self.add(body["product_id"], body["qty"], key)
+        return self.add(body["product_id"], body["qty"], key)
 
     def _committed(self, product_id: str) -> int:
         """Acknowledged plus unsettled qty: what the line may hold."""

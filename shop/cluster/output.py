@@ -64,7 +64,7 @@ def status_table(status: dict[str, Any]) -> Table:
         )  # fmt: skip
     captions = []
     if redis.get("mode") == "ha":
-        captions.append(f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}")
+        captions.append(_ha_caption(redis))
     if host_of:
         holder = next((h["name"] for h in status["hosts"] if h["vip"]), "nobody")
         down = [h["name"] for h in status["hosts"] if not h["up"]]
@@ -115,14 +115,38 @@ def _watchdog_lines(guards: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _ha_caption(redis: dict[str, Any]) -> str:
+    """Who is primary now and whether it can take writes (a replica must have them)."""
+    caption = (
+        f"Redis primary now (per Sentinel): {redis['primary'] or 'none'}; "
+        f"replicas in sync: {redis['replicas_in_sync']}"
+    )
+    if redis["primary"] and redis["replicas_in_sync"] < redis["writes_need"]:
+        caption += " [red](writes get 503 until a replica is in sync)[/]"
+    return caption
+
+
 def _store_label(proc: dict[str, Any]) -> str:
-    """A name, with an HA node's role or a Sentinel's view of the primary."""
+    """A name, with an HA node's role (a replica's sync) or a Sentinel's view."""
+    if proc.get("role") == "replica":
+        return f"{proc['name']} (replica, {replica_sync(proc)})"
     if "role" in proc:
         return f"{proc['name']} ({proc['role']})"
     if "primary_ok" in proc:
         seen = "primary ok" if proc["primary_ok"] else "primary DOWN"
         return f"{proc['name']} ({seen}, {proc['other_sentinels']} peers)"
     return proc["name"]
+
+
+def replica_sync(node: dict[str, Any]) -> str:
+    """"in sync", or why not, for a replica row of `status --json`."""
+    if node.get("in_sync"):
+        return "in sync"
+    if not node.get("link_up"):
+        return "link down"
+    if node.get("lag_seconds") is None:
+        return "syncing"
+    return f"lagging {node['lag_seconds']} s, {node['behind_bytes']} bytes behind"
 
 
 class LogFollower:

@@ -82,6 +82,47 @@
     decisions.replaceChildren(fresh);
   }
 
+  function cells(tr, texts, classes) {
+    texts.forEach(function (text, i) { tr.appendChild(cell(i ? "td" : "th", text, classes[i])); });
+    return tr;
+  }
+
+  function node(className, address) {
+    var tr = document.createElement("tr");
+    tr.className = className;
+    tr.setAttribute("data-address", address);
+    return tr;
+  }
+
+  /* The store: which Redis node takes the writes, which replicas are in sync.
+     Absent from the JSON (left out for some visitors): the section goes. */
+  function drawStore(store) {
+    var section = document.getElementById("store");
+    if (!section) { return; }
+    if (!store) { section.hidden = true; return; }
+    section.hidden = false;
+    document.getElementById("store-address").textContent = store.address;
+    document.getElementById("store-role").textContent = store.role;
+    document.getElementById("store-in-sync").textContent = String(store.replicas_in_sync);
+    document.getElementById("store-replicas").textContent = String(store.replicas.length);
+    document.getElementById("store-need").textContent = String(store.writes_need);
+    document.getElementById("store-refusing").hidden = store.writes_accepted;
+    var summary = document.getElementById("store-summary");
+    if (store.writes_accepted) { summary.removeAttribute("data-refusing"); }
+    else { summary.setAttribute("data-refusing", ""); }
+    var fresh = document.createDocumentFragment();
+    fresh.appendChild(cells(node("node primary", store.address),
+      [store.address, store.role, "–", "–", "–"], ["", "", "", "num", "num"]));
+    store.replicas.forEach(function (link) {
+      fresh.appendChild(cells(
+        node("node replica " + (link.in_sync ? "alive" : "gone"), link.address),
+        [link.address, "replica (" + link.state + ")", link.in_sync ? "yes" : "no",
+         link.lag_seconds + " s ago", link.behind_bytes + " bytes"],
+        ["", "", "state", "num", "num"]));
+    });
+    document.getElementById("store-rows").replaceChildren(fresh);
+  }
+
   function draw(data) {
     document.getElementById("page-served-by").textContent = data.served_by;
     document.getElementById("alive-count").textContent = String(data.alive);
@@ -92,6 +133,7 @@
     });
     rows.replaceChildren(fresh);
     drawAutoscale(data.autoscale, data.generated_at);
+    drawStore(data.store);
     summary.removeAttribute("data-error");
   }
 
