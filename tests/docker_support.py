@@ -75,6 +75,7 @@ HA_PROFILE_ENV = {
     "REDIS_TARGET": "shop/0",
     "SHOP_REPLICA_ACKS": "1",
     "SESSION_REPLICA_ACKS": "1",
+    "REDIS_MIN_REPLICAS_TO_WRITE": "1",  # the nodes' write guard (docker-compose.yml)
 }
 
 # Bounds, each with its reason.

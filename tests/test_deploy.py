@@ -220,6 +220,8 @@ def test_ha_profile_is_optional(compose: dict[str, Any]) -> None:
     for name in HA_SERVICES:
         assert services[name]["profiles"] == ["ha"], name
     assert "profiles" not in services["redis"] and "profiles" not in services["shop"]
+    # Alone, `redis` has no replica to wait for: its write guard is off.
+    assert "--min-replicas-to-write 0" in " ".join(services["redis"]["command"])
 
 
 def test_ha_topology(compose_ha: dict[str, Any]) -> None:
@@ -236,6 +238,8 @@ def test_ha_topology(compose_ha: dict[str, Any]) -> None:
         assert services[name]["command"][0] == "redis-server"
         assert "--appendonly yes" in args and "--masterauth" in args and "--requirepass" in args
         assert f"--replica-announce-ip {name}" in args
+        # Redis's own write guard, as the launcher's HA nodes have it.
+        assert "--min-replicas-to-write 1 --min-replicas-max-lag 3" in args
     # `redis` is the first primary (not a node left idle); two replicas of it,
     # so losing any one node still leaves a replica to acknowledge writes.
     assert "--replicaof" not in services["redis"]["command"]
