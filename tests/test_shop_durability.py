@@ -124,7 +124,7 @@ def test_guarded_primary_without_replica_refuses_and_writes_nothing(guarded_prim
     with pytest.raises(WriteRefused):
         add(client, "v4")
     # Refused before it was applied, unlike a write WAIT timed out on.
-    assert client.hget(cart.Owner.visitor("v4").key, PRODUCT) == "1"
+    assert client.hget(cart.Owner.visitor("v4", VISITOR_TTL).key, PRODUCT) == "1"
     client.close()
 
 
@@ -142,8 +142,8 @@ def test_shop_on_a_guarded_primary_without_replica_serves_reads_refuses_writes(
     assert store["replicas_in_sync"] == 1 and store["writes_accepted"]
     assert 'id="store-refusing" hidden' in api.get("/cluster").get_data(as_text=True)
     guarded_primary.lose_the_replica()
-    # The cluster page says why writes fail (a read: served to a session that
-    # has its CSRF token already; a new visitor's first page writes one).
+    # The cluster page says why writes fail (a read: this session got its form
+    # token on the page drawn above, so drawing it again writes nothing).
     store = api.get("/api/cluster").json["store"]
     assert store["replicas"] == [] and not store["writes_accepted"]
     page = api.get("/cluster").get_data(as_text=True)
