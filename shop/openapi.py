@@ -208,8 +208,33 @@ AUTOSCALE = {
     "(null when it is off) and its latest decisions, newest first; null for a client that "
     "sees no details (it tells the load)",
 }
+COUNT = {"type": "integer", "minimum": 0}
+REPLICA_LINK = _object(
+    ["host", "port", "address", "state", "lag_seconds", "behind_bytes", "in_sync"],
+    host=STRING,
+    port=INTEGER,
+    address={"type": "string", "description": "host:port, as the primary sees the replica"},
+    state={"type": "string", "description": "online once synced; wait_bgsave, send_bulk... before"},
+    lag_seconds={**COUNT, "description": "since its last acknowledgement (sent every second)"},
+    behind_bytes={**COUNT, "description": "of the replication stream not yet acknowledged"},
+    in_sync={"type": "boolean", "description": "online and acknowledged within 3 s"},
+)
+STORE = _object(
+    ["address", "role", "offset", "replicas_in_sync", "replicas", "writes_need", "writes_accepted"],
+    address={"type": "string", "description": "host:port of the Redis node taking writes now"},
+    role={"type": "string", "enum": ["primary", "replica"]},
+    offset=COUNT,
+    replicas_in_sync=COUNT,
+    replicas={"type": "array", "items": REPLICA_LINK},
+    writes_need={**COUNT, "description": "replicas a write must reach (SHOP_REPLICA_ACKS)"},
+    writes_accepted={
+        "type": "boolean",
+        "description": "false while fewer replicas are in sync than a write needs: writes get 503",
+    },
+)
 CLUSTER = _object(
     ["served_by", "generated_at", "refresh_seconds", "alive", "replicas", "details", "autoscale"],
+    optional={"store": {**STORE, "description": "with the details only: the Redis nodes"}},
     served_by={"type": "string", "description": "the replica that answered this request"},
     generated_at={"type": "number"},
     refresh_seconds={"type": "number"},
