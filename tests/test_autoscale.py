@@ -21,6 +21,7 @@ between two requests, so 16 of them kept only 6 to 8 requests in flight here.)
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -304,6 +305,26 @@ def test_scale_is_refused_while_autoscaling_and_off_leaves_the_replicas(
         assert len(cluster.recorded_state().replicas) == 2
     finally:
         cluster.run("autoscale", f"{MIN}:{MAX}", check=False)  # as the fixture promised
+
+
+@pytest.mark.timeout(360)  # the demo's own bounds (a reading, growth, return) and its summary
+def test_demo_autoscale_tells_the_crowd_story_and_puts_the_cluster_back(
+    cluster: Launcher,
+) -> None:
+    """On a running cluster: a crowd of shoppers comes and goes, the replicas follow
+    it, each decision is printed with its reason, no shopper meets a failure, and
+    the cluster is left as the demo found it (autoscaling 1:3, target 4)."""
+    result = cluster.run("demo", "--autoscale", check=False, timeout=340)
+    out = result.stdout
+    print(out)
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r"up 1 → 2: [\d.]+ requests in flight over 3 s", out)
+    assert re.search(r"down 2 → 1: at most [\d.]+ requests in flight for 15 s", out)
+    assert len(re.findall(r"failed requests\s+0\b", out)) == 2  # the steady shopper, the crowd
+    assert len(re.findall(r"every cart == acknowledged adds\s+yes", out)) == 2
+    assert "back as the demo found it" in out
+    state = cluster.recorded_state()
+    assert state.autoscale == POLICY and state.autoscaler.alive()
 
 
 @pytest.mark.parametrize(

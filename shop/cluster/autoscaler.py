@@ -128,7 +128,9 @@ class Autoscaler:
             self.act(decision)
 
     def act(self, decision: Decision) -> None:
-        """Scale as decided, through the launcher's graceful `scale`; record how it went."""
+        """Scale as decided, through the launcher's graceful `scale`; record how it went.
+        Meanwhile (a replica's start can take many seconds) the reading is kept
+        fresh, saying what is under way, so no reader takes the autoscaler for gone."""
         at, started = time.time(), time.monotonic()
         entry: dict[str, Any] = {
             "at": at,
@@ -138,17 +140,30 @@ class Autoscaler:
             "reason": decision.reason,
             "in_flight": decision.in_flight,
         }
+        done = threading.Event()
+        doing = f"scaling {decision.action} {decision.replicas} → {decision.to}"
+
+        def keep_publishing() -> None:
+            while not done.wait(SAMPLE_INTERVAL * 2):
+                elapsed = time.monotonic() - started
+                self.publish(time.monotonic(), decision.replicas, f"{doing} ({elapsed:.0f} s)")
+
+        publisher = threading.Thread(target=keep_publishing, name="publisher", daemon=True)
+        publisher.start()
         try:
             self.scale(decision.to)
         except (ClusterError, procs.MissingBinary) as exc:
             entry.update(action="error", reason=f"{decision.action} to {decision.to} failed: {exc}")
+        finally:
+            done.set()
+            publisher.join()
         entry["took"] = round(time.monotonic() - started, 2)
         # Failed or not, wait for fresh samples (and the cooldown) before the next try.
         self.controller.changed(time.monotonic())
         self.record(entry)
 
     # ------------------------------------------------------------ reporting
-    def publish(self, now: float, replicas: int) -> None:
+    def publish(self, now: float, replicas: int, outlook: str | None = None) -> None:
         """What it reads and aims for now, for `status` and the cluster page."""
         reading = self.controller.reading(now)
         self._with_redis(
@@ -160,7 +175,7 @@ class Autoscaler:
                 "replicas": replicas,
                 "in_flight": None if reading is None else round(reading, 2),
                 "per_replica": None if reading is None else round(reading / replicas, 2),
-                "outlook": self.controller.outlook(now, replicas),
+                "outlook": outlook or self.controller.outlook(now, replicas),
             },
         )
 

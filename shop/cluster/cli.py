@@ -65,6 +65,7 @@ examples:
   shop-cluster kill redis-primary      crash whichever Redis node is primary now (HA)
   shop-cluster start redis-1           bring a Redis node back: it rejoins as a replica
   shop-cluster demo                    the narrated kill-a-node demo
+  shop-cluster demo --autoscale        a crowd comes and goes; the replicas follow it
   shop-cluster demo --contrast         the same kill with state in sticky replicas' memory,
                                        then in Redis: what the shopper loses, side by side
   shop-cluster up --state memory       (a demonstration) state in the replicas, sticky nginx
@@ -238,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and DIR/contrast-redis, ports P and P+1): sessions and carts in sticky replicas' "
         "memory, then in Redis; prints what the shopper sees and what the background "
         "shoppers lost in each, then stops both",
+    )  # fmt: skip
+    demo.add_argument(
+        "--autoscale", action="store_true",
+        help="elasticity instead: a crowd of shoppers comes and goes, the autoscaler (range "
+        "1:3) adds replicas and drains them away again, each decision printed with its reason",
     )  # fmt: skip
     return parser
 
@@ -428,8 +434,14 @@ def cmd_heal(cluster: Cluster, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
+    if args.contrast and args.autoscale:
+        raise ClusterError("--contrast and --autoscale are two demos: choose one")
     if args.contrast:
         return _contrast(cluster, args)
+    if args.autoscale:
+        from .scaledemo import run_autoscale_demo
+
+        return run_autoscale_demo(cluster, console, port=args.port)
     from .demo import run_demo  # the demo pulls in more; only load it when asked
 
     _explain_redis_replicas(args)
