@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     kill = sub.add_parser(
         "kill", parents=[common], help="crash a process: SIGKILL of its whole process group"
     )
-    names = "shop-N, nginx, watchdog, redis; HA: redis-N, sentinel-N"
+    names = "shop-N, nginx, watchdog, autoscaler, redis; HA: redis-N, sentinel-N"
     kill.add_argument("name", metavar="NAME", help=f"{names} or redis-primary (the primary now)")
     start = sub.add_parser("start", parents=[common], help="start a killed process again")
     start.add_argument("name", metavar="NAME", help=names)
@@ -320,8 +320,10 @@ def cmd_down(cluster: Cluster, args: argparse.Namespace) -> int:
     else:
         store = "the Redis nodes and Sentinels" if state.ha else "redis"
         guard = ", its watchdog" if state.watchdogs else ""
+        scaler = ", the autoscaler" if state.autoscaler else ""
         console.print(
-            f"Stopped nginx{guard}, {len(state.replicas)} replicas and {store} ({state.url})."
+            f"Stopped nginx{guard}{scaler}, {len(state.replicas)} replicas and {store} "
+            f"({state.url})."
         )
     return 0
 

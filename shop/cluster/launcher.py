@@ -463,6 +463,8 @@ class Cluster:
                 )
             added: list[Proc] = []
             removed: list[Proc] = []
+            # The journal (timeline charts) says who scaled.
+            label = f"autoscaler: {count} replicas" if by_autoscaler else None
             if count > len(state.replicas):
                 number = max(appserver.number(r) for r in state.replicas)
                 for _ in range(count - len(state.replicas)):
@@ -479,14 +481,14 @@ class Cluster:
                 state.replicas.extend(added)
                 self.workdir.save(state)
                 nginxconf.reload_all(self.workdir, state)
-                self.events.record("scale", f"{count} replicas")
+                self.events.record("scale", f"{count} replicas", label=label)
             elif count < len(state.replicas):
                 removed = state.replicas[count:]
                 state.replicas = state.replicas[:count]
                 nginxconf.reload_all(self.workdir, state)
                 procs.stop_many([r.pid for r in removed if r.alive()], timeout=GRACEFUL_TIMEOUT)
                 self.workdir.save(state)
-                self.events.record("scale", f"{count} replicas")
+                self.events.record("scale", f"{count} replicas", label=label)
             return added, removed
 
     # ------------------------------------------------------------- autoscale

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,6 +321,27 @@ class LoadReport:
     def slowest(self) -> Sample | None:
         """The request that took longest (None if none was made)."""
         return max(self.samples, key=lambda s: s.seconds, default=None)
+
+    @classmethod
+    def combined(cls, reports: Sequence[LoadReport]) -> LoadReport:
+        """Several loads' reports as one (a crowd that arrived in groups)."""
+        served: Counter[str] = Counter()
+        for report in reports:
+            served.update(report.served_by)
+        return cls(
+            shoppers=sum(r.shoppers for r in reports),
+            requests=sum(r.requests for r in reports),
+            failures=[f for r in reports for f in r.failures],
+            carts_match=all(r.carts_match for r in reports),
+            mismatches=[m for r in reports for m in r.mismatches],
+            served_by=served,
+            seconds=max((r.seconds for r in reports), default=0.0),
+            resent=sum(r.resent for r in reports),
+            lost_carts=sum(r.lost_carts for r in reports),
+            forced_logins=sum(r.forced_logins for r in reports),
+            cut_off=sum(r.cut_off for r in reports),
+            samples=merge(s for r in reports for s in r.samples),
+        )
 
 
 class LoadGenerator:
