@@ -57,9 +57,10 @@ ONE_REPLICA_NOTE = (
 # (Redis cannot undo it): a shopper told "503" would see it in the cart, and
 # on a primary cut off from its replicas such writes pile up until Sentinel
 # demotes it and they vanish. With the guard the primary refuses a write
-# outright (NOREPLICAS: a 503 that changed nothing, at once instead of after
-# WAIT's timeout) while fewer than MIN_REPLICAS_TO_WRITE replicas have
-# acknowledged its stream within the last MIN_REPLICAS_MAX_LAG seconds.
+# outright (NOREPLICAS: a 503 that changed nothing; no sooner, though: the
+# WAIT pipelined with it still waits out its timeout) while fewer than
+# MIN_REPLICAS_TO_WRITE replicas have acknowledged its stream within the last
+# MIN_REPLICAS_MAX_LAG seconds. Measured: scripts/wait_cost.py, README.
 # It asks exactly what WAIT 1 asks, so it stops no write WAIT would have let
 # through: with two replicas, writes stop only once both are gone (issue 12's
 # second kill), as they would with WAIT alone. Its price: while it refuses,
