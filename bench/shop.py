@@ -28,6 +28,7 @@ import redis
 import requests
 
 from shop.cluster import procs
+from shop.cluster.state import Workdir
 
 from . import measure, profile
 
@@ -83,7 +84,10 @@ def top_up_stock(status: dict[str, Any], products: Path) -> None:
     """Plenty of stock for every product (the shop's own key for it), so checkouts succeed."""
     from shop import keys
 
-    client = redis.Redis(host=procs.LOOPBACK, port=int(status["redis"]["port"]), socket_timeout=5)
+    password = Workdir(status["workdir"]).redis_password()
+    client = redis.Redis(
+        host=procs.LOOPBACK, port=int(status["redis"]["port"]), password=password, socket_timeout=5
+    )
     with client:
         ids = products.read_text().split()
         client.hset(keys.stock(), mapping=dict.fromkeys(ids, 10**9))

@@ -67,7 +67,10 @@ def redis_from_url(
     and ``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]``,
     which asks the Sentinels for the current primary on every reconnect, so
     the client follows a failover without a restart. `sentinel_timeout` bounds
-    each question to a Sentinel (connect and answer).
+    each question to a Sentinel (connect and answer). The URL's password is
+    given to every server the URL leads to: the Sentinels it names
+    (``requirepass`` on a Sentinel, or anyone who reaches it could repoint
+    the clients to a Redis of their own) and the primary they name.
 
     `retries` retries follow connection errors only (`RETRIED_ERRORS`), never
     a timeout. The defaults and why they are what they are: the module's
@@ -129,6 +132,7 @@ def _sentinel_primary(
             # A Sentinel that does not answer is passed over for the next one at
             # once; redis-py's default would retry it 3 times with backoff (~10 s).
             "retry": Retry(NoBackoff(), 0),
+            "password": password,
         },
         **{k: v for k, v in options.items() if k != "health_check_interval"},
     )

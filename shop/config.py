@@ -154,6 +154,7 @@ class ServerSettings:
     graceful_timeout: int
     keepalive: int
     request_read_timeout: float
+    local_users: list[str]
     forwarded_allow_ips: str
     access_log: str | None
     error_log: str
@@ -174,6 +175,8 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         graceful_timeout=_int(env, "SHOP_GRACEFUL_TIMEOUT", 30),
         keepalive=_int(env, "SHOP_KEEPALIVE", 75),
         request_read_timeout=_float(env, "SHOP_REQUEST_READ_TIMEOUT", 5.0),
+        # Names or uids; empty: the replica's own user (shop/worker.py).
+        local_users=[u.strip() for u in env.get("SHOP_LOCAL_USERS", "").split(",") if u.strip()],
         forwarded_allow_ips=env.get("SHOP_FORWARDED_ALLOW_IPS", "127.0.0.1"),
         access_log=env.get("SHOP_ACCESS_LOG") or None,
         error_log=env.get("SHOP_ERROR_LOG", "-"),

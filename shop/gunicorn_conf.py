@@ -22,6 +22,9 @@ environment variable            default            why
 ``SHOP_REQUEST_READ_TIMEOUT``   5                  a request (line, headers, body) must arrive
                                                    within this many seconds of a thread taking
                                                    it up (shop/worker.py); nginx sends one in ms
+``SHOP_LOCAL_USERS``            (own user)         the local users (names or uids) whose processes
+                                                   may connect over loopback (shop/worker.py):
+                                                   other accounts reach the shop through nginx
 ``SHOP_FORWARDED_ALLOW_IPS``    127.0.0.1          trust X-Forwarded-* only from the local nginx
 ``SHOP_ACCESS_LOG``             (off)              gunicorn's own access log (path or ``-``);
                                                    off because the app writes one JSON line
@@ -36,11 +39,10 @@ environment variable            default            why
 ``REPLICA_NAME``                the host name      in the access log and process title
 ==============================  =================  =============================================
 
-The worker is ``gthread`` (shop/worker.py adds a read deadline per request
-and drops the Server header): the sync worker closes the connection after
-every response, which defeats nginx's upstream keepalive. A bind on a unix
-socket (``unix:PATH``, what the launcher uses) is made with umask 077: only
-the replica's own user, nginx's, may connect to it.
+The worker is ``gthread`` (shop/worker.py refuses other users' local
+processes, adds a read deadline per request and drops the Server header): the
+sync worker closes the connection after every response, which defeats nginx's
+upstream keepalive.
 
 Metrics: prometheus_client decides between one process and multiprocess mode
 when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``; so this file, read
@@ -61,7 +63,7 @@ replica = _settings.replica
 
 bind = _settings.bind
 worker_class = "shop.worker.BoundedThreadWorker"
-# Files gunicorn makes, unix sockets included: its own user only.
+# Files gunicorn makes (a unix socket, should one be bound): its own user only.
 umask = 0o077
 workers = _settings.workers
 threads = _settings.threads

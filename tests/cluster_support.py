@@ -88,6 +88,11 @@ class Launcher:
     def status(self) -> dict[str, Any]:
         return json.loads(self.run("status", "--json").stdout)
 
+    @property
+    def redis_password(self) -> str:
+        """What every Redis node and Sentinel of the cluster asks of a client."""
+        return (self.workdir / "redis_password").read_text().strip()
+
     def recorded_state(self) -> State:
         """The state file as the launcher wrote it."""
         return State.from_json((self.workdir / "state.json").read_text())

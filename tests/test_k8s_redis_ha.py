@@ -99,8 +99,8 @@ class Pod:
 
     def sentinel(self) -> redis.Redis:
         return redis.Redis(
-            host=self.address, port=26379, socket_timeout=5, socket_connect_timeout=2,
-            decode_responses=True,
+            host=self.address, port=26379, password=PASSWORD, socket_timeout=5,
+            socket_connect_timeout=2, decode_responses=True,
         )  # fmt: skip
 
 
@@ -121,11 +121,11 @@ class HaPods:
                 **self.settings,
                 "POD_NAME": pod.name,
                 "REDIS_PASSWORD": PASSWORD,
+                "REDISCLI_AUTH": PASSWORD,  # both containers have it
                 "SENTINEL_DIR": str(pod.folder / "data" / "sentinel"),
             }
             args = []
             if role == "node":
-                env["REDISCLI_AUTH"] = PASSWORD
                 args = [
                     str(pod.folder / "data")
                     if a == "/data"

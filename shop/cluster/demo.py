@@ -282,8 +282,9 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
 
     n.step(f"{proc.name} comes back and rejoins as a replica")
     cluster.start(proc.name)
+    password = cluster.workdir.redis_password()
     procs.wait_until(
-        lambda: ha.node_info(proc).link_up, timeout=30, what=f"{proc.name} to sync"
+        lambda: ha.node_info(proc, password).link_up, timeout=30, what=f"{proc.name} to sync"
     )
     n.say(f"{proc.name} is a replica of {promoted.name}, in sync ✔")
     n.store_table(cluster)

@@ -97,15 +97,31 @@ def plan(redis_replicas: int) -> tuple[list[Proc], list[Proc]]:
     return nodes, sentinels
 
 
-def sentinel_url(sentinels: list[Proc], service: str = SERVICE) -> str:
-    """The ``redis+sentinel://`` URL the shop replicas get (sessionstore reads it)."""
+def sentinel_url(sentinels: list[Proc], service: str = SERVICE, password: str = "") -> str:
+    """The ``redis+sentinel://`` URL the shop replicas get (sessionstore reads it);
+    its password opens the Sentinels and the nodes alike."""
     hosts = ",".join(s.endpoint for s in sentinels)
-    return f"redis+sentinel://{hosts}/{service}/0"
+    auth = f":{password}@" if password else ""
+    return f"redis+sentinel://{auth}{hosts}/{service}/0"
 
 
-def sentinel_conf(*, sentinel: Proc, folder: Path, primary: Proc) -> str:
+def sentinel_conf(*, sentinel: Proc, folder: Path, primary: Proc, password: str = "") -> str:
     """A sentinel.conf for `sentinel`'s address. Sentinel rewrites this file as it
-    learns the topology (replicas, other Sentinels, epochs), so it must stay writable."""
+    learns the topology (replicas, other Sentinels, epochs), so it must stay writable.
+
+    With a `password`, a client must AUTH with it (requirepass: an open
+    Sentinel would let anyone point the shop at a Redis of their own), and
+    the Sentinel gives it to the nodes (auth-pass) and to its peers (sentinel-pass).
+    """
+    auth = (
+        [
+            f"requirepass {password}",
+            f"sentinel auth-pass {SERVICE} {password}",
+            f"sentinel sentinel-pass {password}",
+        ]
+        if password
+        else []
+    )
     return "".join(
         f"{line}\n"
         for line in (
@@ -122,6 +138,7 @@ def sentinel_conf(*, sentinel: Proc, folder: Path, primary: Proc) -> str:
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {SERVICE} 1",
+            *auth,
         )
     )
 
@@ -135,18 +152,19 @@ def start(workdir: Workdir, state: State) -> None:
     peers, so a failover can be agreed on from the first second.
     """
     first, *others = state.redis_nodes
+    password = state.redis_password
     for node in state.redis_nodes:
-        start_node(workdir, node, first)
+        start_node(workdir, node, first, password)
     workdir.save(state)
     procs.wait_for(
         lambda: all(node_info(node).link_up for node in others),
         "the Redis replicas to sync with the primary",
     )
     for sentinel in state.sentinels:
-        start_sentinel(workdir, sentinel, first, fresh=True)
+        start_sentinel(workdir, sentinel, first, fresh=True, password=password)
     procs.wait_for(
         lambda: all(
-            (h := sentinel_health(s)).get("ok")
+            (h := sentinel_health(s, password)).get("ok")
             and h["replicas"] == len(others)
             and h["other_sentinels"] == len(state.sentinels) - 1
             for s in state.sentinels
@@ -155,8 +173,9 @@ def start(workdir: Workdir, state: State) -> None:
     )
 
 
-def start_node(workdir: Workdir, node: Proc, primary: Proc | None) -> None:
-    """Start a node as a replica of `primary` (itself or None: as primary)."""
+def start_node(workdir: Workdir, node: Proc, primary: Proc | None, password: str = "") -> None:
+    """Start a node as a replica of `primary` (itself or None: as primary), with
+    `password` required of clients and given to its primary."""
     extra = dict(NODE_SETTINGS)
     if primary is not None and primary is not node:
         extra["replicaof"] = f"{primary.address} {primary.port}"
@@ -167,11 +186,14 @@ def start_node(workdir: Workdir, node: Proc, primary: Proc | None) -> None:
         timeout=procs.READY_TIMEOUT,
         address=node.address,
         netns=node.netns,
+        password=password,
     )
     node.record(popen)
 
 
-def start_sentinel(workdir: Workdir, sentinel: Proc, primary: Proc, *, fresh: bool) -> None:
+def start_sentinel(
+    workdir: Workdir, sentinel: Proc, primary: Proc, *, fresh: bool, password: str = ""
+) -> None:
     """Start one Sentinel (``redis-server CONF --sentinel``) with its files in its folder.
 
     `fresh` writes a new config; a restarted Sentinel keeps the one it rewrote,
@@ -179,17 +201,18 @@ def start_sentinel(workdir: Workdir, sentinel: Proc, primary: Proc, *, fresh: bo
     """
     binary = procs.find_binary("redis-server")
     folder = workdir.proc_dir(sentinel)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     conf = folder / "sentinel.conf"
     if fresh or not conf.exists():
-        conf.write_text(sentinel_conf(sentinel=sentinel, folder=folder, primary=primary))
+        text = sentinel_conf(sentinel=sentinel, folder=folder, primary=primary, password=password)
+        procs.write_private(conf, text)
     log = folder / "sentinel.log"
     popen: subprocess.Popen = procs.spawn(
         [binary, str(conf), "--sentinel"], log_path=log, netns=sentinel.netns
     )
     sentinel.record(popen)
     procs.wait_for(
-        lambda: procs.answers(popen, sentinel.port, log, sentinel.address),
+        lambda: procs.answers(popen, sentinel.port, log, sentinel.address, password),
         f"{sentinel.name} on {sentinel.endpoint} (log: {log})",
     )
 
@@ -201,18 +224,20 @@ def restart(workdir: Workdir, state: State, proc: Proc) -> None:
     current primary: Sentinel would demote it anyway, and this way it never
     serves a moment as a stale primary. A Sentinel reads the config it rewrote.
     """
+    password = state.redis_password
     if proc in state.sentinels:
         # redis-1 is only read if the Sentinel's own config is gone.
-        start_sentinel(workdir, proc, state.redis_nodes[0], fresh=False)
+        start_sentinel(workdir, proc, state.redis_nodes[0], fresh=False, password=password)
     else:
-        start_node(workdir, proc, current_primary(state))
+        start_node(workdir, proc, current_primary(state), password)
 
 
 # ------------------------------------------------------------------ questions
-def _client(proc: Proc, timeout: float = 1.0) -> redis.Redis:
+def _client(proc: Proc, password: str = "", timeout: float = 1.0) -> redis.Redis:
     return redis.Redis(
         host=proc.address,
         port=proc.port,
+        password=password or None,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         # One try: redis-py would retry a hung node 10 times (11 timeouts).
@@ -221,11 +246,11 @@ def _client(proc: Proc, timeout: float = 1.0) -> redis.Redis:
     )
 
 
-def primary_endpoint(sentinels: list[Proc]) -> str | None:
+def primary_endpoint(sentinels: list[Proc], password: str = "") -> str | None:
     """address:port of the primary as the first answering Sentinel names it (None: none answers)."""
     for proc in sentinels:
         try:
-            with _client(proc) as sentinel:
+            with _client(proc, password) as sentinel:
                 addr = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         except redis.RedisError:
             continue
@@ -236,7 +261,8 @@ def primary_endpoint(sentinels: list[Proc]) -> str | None:
 
 def current_primary(state: State) -> Proc | None:
     """The node the Sentinels name as primary now (None if none answers)."""
-    endpoint = primary_endpoint([s for s in state.sentinels if s.alive() and not s.frozen()])
+    answering = [s for s in state.sentinels if s.alive() and not s.frozen()]
+    endpoint = primary_endpoint(answering, state.redis_password)
     return next((n for n in state.redis_nodes if n.endpoint == endpoint), None)
 
 
@@ -250,11 +276,11 @@ class NodeInfo:
     link_up: bool = False  # a replica's link to it
 
 
-def node_info(proc: Proc) -> NodeInfo:
+def node_info(proc: Proc, password: str = "") -> NodeInfo:
     """The role of the node `proc`, from INFO replication (which also gives a
     replica's link state, unlike ROLE)."""
     try:
-        with _client(proc) as node:
+        with _client(proc, password) as node:
             info = node.info("replication")
     except redis.RedisError:
         return NodeInfo(role=None)
@@ -268,10 +294,10 @@ def node_info(proc: Proc) -> NodeInfo:
     return NodeInfo(role=info.get("role"))
 
 
-def sentinel_health(proc: Proc) -> dict[str, Any]:
+def sentinel_health(proc: Proc, password: str = "") -> dict[str, Any]:
     """What one Sentinel says: its view of the primary, replicas and peer Sentinels."""
     try:
-        with _client(proc) as sentinel:
+        with _client(proc, password) as sentinel:
             master = sentinel.sentinel_master(SERVICE)
     except redis.RedisError:
         return {"ok": False}
@@ -291,10 +317,11 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     node's role, whether each replica is in sync (as the primary sees it), each
     Sentinel's view. `entry` makes a process's common fields."""
     primary = current_primary(state)
-    links = _replica_links(primary)
+    links = _replica_links(primary, state.redis_password)
     nodes = []
     for node in state.redis_nodes:
-        info = node_info(node) if node.alive() and not node.frozen() else NodeInfo(role=None)
+        answering = node.alive() and not node.frozen()
+        info = node_info(node, state.redis_password) if answering else NodeInfo(role=None)
         row = entry(node, info.role is not None)
         row["role"] = {"master": "primary", "slave": "replica"}.get(info.role or "", "down")
         if info.role == "slave":
@@ -309,7 +336,7 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     sentinels = []
     for sentinel in state.sentinels:
         answering = sentinel.alive() and not sentinel.frozen()
-        health = sentinel_health(sentinel) if answering else {"ok": False}
+        health = sentinel_health(sentinel, state.redis_password) if answering else {"ok": False}
         row = entry(sentinel, health.pop("ok"))
         row.update(health)
         sentinels.append(row)
@@ -317,7 +344,7 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
         "mode": "ha",
         "name": "redis",
         "service": SERVICE,
-        "url": sentinel_url(state.sentinels),
+        "url": sentinel_url(state.sentinels),  # without the password: status is for anyone
         "primary": primary.name if primary else None,
         "replicas_in_sync": sum(1 for link in links.values() if link.in_sync),
         "writes_need": MIN_REPLICAS_TO_WRITE,
@@ -328,13 +355,13 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     }
 
 
-def _replica_links(primary: Proc | None) -> dict[str, replication.ReplicaLink]:
+def _replica_links(primary: Proc | None, password: str = "") -> dict[str, replication.ReplicaLink]:
     """The primary's replicas by address:port (a Proc's endpoint), as it sees
     them (empty if it does not answer)."""
     if primary is None or not primary.alive() or primary.frozen():
         return {}
     try:
-        with _client(primary) as client:
+        with _client(primary, password) as client:
             return {link.address: link for link in replication.read_replication(client).replicas}
     except redis.RedisError:
         return {}

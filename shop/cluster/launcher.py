@@ -150,6 +150,7 @@ class Cluster:
                 raise ClusterError(f"port {port} is already in use; choose another with --port")
             state = State(
                 port=port,
+                redis_password=self.workdir.redis_password(),
                 redis=None,
                 nginx=Proc("nginx", port),
                 replicas=[Proc(f"{appserver.PREFIX}{i}", 0) for i in range(1, replicas + 1)],

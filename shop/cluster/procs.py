@@ -23,6 +23,9 @@ from pathlib import Path
 import requests
 
 LOOPBACK = "127.0.0.1"
+# Files a cluster makes are its user's alone: configs hold the Redis
+# password, the data holds every session and password hash.
+PRIVATE_UMASK = 0o077
 # How long a process of the cluster may take to answer after it was started: a
 # replica's first start imports Flask and the app and seeds the catalog, which
 # takes seconds on a busy 2-core machine; a minute means it is not coming.
@@ -167,10 +170,12 @@ def spawn(
     netns: str | None = None,
 ) -> subprocess.Popen:
     """Start `argv` in its own session (so its whole process group can be signalled),
-    with stdout and stderr appended to `log_path`; inside network namespace
-    `netns` if one is given (a host of `up --hosts`)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with stdout and stderr appended to `log_path` (made mode 0600); inside network
+    namespace `netns` if one is given (a host of `up --hosts`). Its umask is 077:
+    nothing it writes is readable by other users."""
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log:
         return subprocess.Popen(
             in_netns(netns, argv),
             stdout=log,
@@ -179,6 +184,7 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            umask=PRIVATE_UMASK,  # what it writes (data, logs, sockets) is private
         )
 
 
@@ -231,10 +237,17 @@ def stop_process(pid: int | None, *, timeout: float = 10.0, group: bool = True) 
 
 
 def redis_conf(
-    *, port: int, data_dir: Path, extra: dict[str, str] | None = None, bind: str = LOOPBACK
+    *,
+    port: int,
+    data_dir: Path,
+    extra: dict[str, str] | None = None,
+    bind: str = LOOPBACK,
+    password: str | None = None,
 ) -> str:
     """A redis.conf for a non-root redis-server on `bind` (loopback unless it runs
-    on a host of its own) whose files stay in `data_dir`."""
+    on a host of its own) whose files stay in `data_dir`. With a `password`,
+    every client must AUTH (requirepass) and a replica gives it to its primary
+    (masterauth): any local user can reach a loopback port."""
     settings = {
         "bind": bind,
         "port": str(port),
@@ -252,6 +265,9 @@ def redis_conf(
         "appendfsync": "everysec",
         "save": '""',
     }
+    if password:
+        settings["requirepass"] = password
+        settings["masterauth"] = password
     settings.update(extra or {})
     return "".join(f"{key} {value}\n" for key, value in settings.items())
 
@@ -264,40 +280,76 @@ def start_redis(
     timeout: float = 15.0,
     address: str = LOOPBACK,
     netns: str | None = None,
+    password: str | None = None,
 ) -> subprocess.Popen:
     """Start redis-server on `address` (loopback by default; inside `netns` if
-    given) with its config, data and log in `data_dir`."""
+    given) with its config, data and log in `data_dir`; with `password` required
+    of every client (given in the config file, never on the command line, which
+    every user can read with `ps`)."""
     binary = find_binary("redis-server")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     conf = data_dir / "redis.conf"
-    conf.write_text(redis_conf(port=port, data_dir=data_dir, extra=extra, bind=address))
+    write_private(
+        conf, redis_conf(port=port, data_dir=data_dir, extra=extra, bind=address, password=password)
+    )
     log = data_dir / "redis.log"
     proc = spawn([binary, str(conf)], log_path=log, netns=netns)
     try:
         what = f"redis-server on {address}:{port} (log: {log})"
-        wait_for(lambda: answers(proc, port, log, address), what, timeout)
+        wait_for(lambda: answers(proc, port, log, address, password), what, timeout)
     except BaseException:
         stop_process(proc.pid, timeout=5)  # never leave a half-started server behind
         raise
     return proc
 
 
-def answers(proc: subprocess.Popen, port: int, log: Path, address: str = LOOPBACK) -> bool:
+def answers(
+    proc: subprocess.Popen,
+    port: int,
+    log: Path,
+    address: str = LOOPBACK,
+    password: str | None = None,
+) -> bool:
     """Whether a redis-server (or Sentinel) we just started answers yet; ClusterError
     (which stops a `wait_for` at once) if it has already exited."""
     if proc.poll() is not None:
         raise ClusterError(f"the server for port {port} exited at start; see {log}")
-    return redis_ping(port, address)
+    return redis_ping(port, address, password)
 
 
-def redis_ping(port: int, address: str = LOOPBACK) -> bool:
-    """True if a Redis server (or Sentinel) at `address`:`port` answers PING within 0.5 s."""
+def _resp(*words: str) -> bytes:
+    """A command in Redis's protocol (RESP), whatever bytes its words hold."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def redis_ping(port: int, address: str = LOOPBACK, password: str | None = None) -> bool:
+    """True if a Redis server (or Sentinel) at `address`:`port` answers PING within
+    0.5 s, after AUTH with `password` if one is given."""
+    request = (_resp("AUTH", password) if password else b"") + _resp("PING")
     try:
         with socket.create_connection((address, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            answer = b""
+            while b"PONG" not in answer and b"-" not in answer and len(answer) < 256:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+            return b"+PONG" in answer and b"-" not in answer
     except OSError:
         return False
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by this user only (mode 0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode otherwise
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def boot_id() -> str:

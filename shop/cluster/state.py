@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,6 +92,9 @@ class State:
     # The watchdog beside each nginx (watchdog.py), in the order of balancers();
     # none when started with --no-watchdog.
     watchdogs: list[Proc] = field(default_factory=list)
+    # Every Redis node's and Sentinel's password: kept in its own file in the
+    # workdir (Workdir.redis_password), never in state.json.
+    redis_password: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
@@ -139,7 +142,9 @@ class State:
         raise ClusterError(f"no process named {name!r} in this cluster (there are: {names})")
 
     def to_json(self) -> str:
-        return json.dumps({"url": self.url, **asdict(self)}, indent=2)
+        data = asdict(self)
+        del data["redis_password"]
+        return json.dumps({"url": self.url, **data}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> State:
@@ -179,6 +184,7 @@ class Workdir:
         self.secret_file = self.path / "secret_key"
         # The journal of what was done to the cluster and when (timeline.EventLog).
         self.events_file = self.path / "events.jsonl"
+        self.redis_password_file = self.path / "redis_password"
 
     def __str__(self) -> str:
         return str(self.path)
@@ -213,6 +219,8 @@ class Workdir:
             # Recorded before a reboot: those pids now name strangers, never signal them.
             for proc in state.processes():
                 proc.pid = proc.start_time = None
+        if self.redis_password_file.exists():
+            state.redis_password = self.redis_password()
         return state
 
     def save(self, state: State) -> None:
@@ -236,21 +244,38 @@ class Workdir:
     @contextlib.contextmanager
     def locked(self, *, create: bool = False) -> Iterator[None]:
         """Serialise commands that change the cluster (e.g. a `scale` and a `kill`).
-        Only `up` creates the workdir; the others find nothing to do without one."""
-        if create:
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        elif not self.path.is_dir():
-            raise ClusterError(f"no cluster is running in {self.path}")
-        with open(self.path / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+        Only `up` creates the workdir; the others find nothing to do without one.
+
+        Inside, every file made (configs, state, logs, Redis data, and what the
+        processes started here make) is private to this user: umask 077. Other
+        users of the machine must read neither the password nor the data.
+        """
+        previous = os.umask(procs.PRIVATE_UMASK)
+        try:
+            if create:
+                self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            elif not self.path.is_dir():
+                raise ClusterError(f"no cluster is running in {self.path}")
+            with open(self.path / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                yield
+        finally:
+            os.umask(previous)
+
+    def _secret(self, path: Path, make: Callable[[], str]) -> str:
+        """A secret made once and kept in `path` (mode 0600), never committed."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as out:
+            out.write(make())
+        return path.read_text().strip()
 
     def secret_key(self) -> str:
-        """The cluster's SECRET_KEY: made once, kept here (mode 0600), never committed."""
-        try:
-            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return self.secret_file.read_text().strip()
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(48))
-        return self.secret_file.read_text().strip()
+        """The cluster's SECRET_KEY."""
+        return self._secret(self.secret_file, lambda: secrets.token_urlsafe(48))
+
+    def redis_password(self) -> str:
+        """The password of the cluster's Redis nodes and Sentinels (hex: safe in a URL)."""
+        return self._secret(self.redis_password_file, lambda: secrets.token_hex(24))

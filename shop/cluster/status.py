@@ -54,9 +54,10 @@ def entry(proc: Proc, ready: bool) -> dict[str, Any]:
 def collect(workdir: Workdir, state: State) -> dict[str, Any]:
     """What `status --json` prints: each process, whether it runs and answers."""
     data = store.data_node(state)
-    readable = bool(data and procs.redis_ping(data.port, data.address))
-    beats = heartbeats(data) if readable else {}
-    record = autoscale_record(data if readable else None)
+    password = state.redis_password
+    readable = bool(data and procs.redis_ping(data.port, data.address, password))
+    beats = heartbeats(data, password) if readable else {}
+    record = autoscale_record(data if readable else None, password)
     balancers = [balancer(nginx) for nginx in state.balancers()]
     specs = {nginx.name: nginxconf.saved(workdir, nginx) for nginx in state.balancers()}
     out = {name for spec in specs.values() if spec for name in spec.out}
@@ -136,21 +137,22 @@ def autoscale(state: State, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _redis(node: Proc) -> redis.Redis:
+def _redis(node: Proc, password: str | None = None) -> redis.Redis:
     return redis.Redis(
         host=node.address,
         port=node.port,
+        password=password or None,
         socket_timeout=2,
         retry=Retry(NoBackoff(), 0),  # redis-py's default retries a hung Redis 10 times
         decode_responses=True,
     )
 
 
-def heartbeats(node: Proc) -> dict[str, Any]:
+def heartbeats(node: Proc, password: str | None = None) -> dict[str, Any]:
     """The replicas' heartbeats by name, read from Redis `node` (empty if it cannot be read)."""
     from shop import heartbeat  # Redis only, no Flask app: the launcher still never runs the app
 
-    client = _redis(node)
+    client = _redis(node, password)
     try:
         return {view.name: view for view in heartbeat.read_cluster(client)}
     except redis.RedisError:
@@ -159,12 +161,12 @@ def heartbeats(node: Proc) -> dict[str, Any]:
         client.close()
 
 
-def autoscale_record(node: Proc | None) -> dict[str, Any]:
+def autoscale_record(node: Proc | None, password: str | None = None) -> dict[str, Any]:
     """The autoscaler's reading and latest decisions from Redis `node`
     (shop/scalelog.py); none of either if it cannot be read."""
     if node is None:
         return {"reading": None, "decisions": []}
-    client = _redis(node)
+    client = _redis(node, password)
     try:
         return scalelog.read(client)
     except redis.RedisError:

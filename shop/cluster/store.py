@@ -44,6 +44,7 @@ def restart(workdir: Workdir, state: State, proc: Proc) -> None:
             timeout=procs.READY_TIMEOUT,
             address=proc.address,
             netns=proc.netns,
+            password=state.redis_password,
         )
         proc.record(popen)
     else:
@@ -63,10 +64,13 @@ def resolve(state: State, name: str) -> Proc:
 
 
 def url(state: State) -> str:
-    """The REDIS_URL the shop replicas get: the single Redis, or the Sentinels."""
+    """The REDIS_URL the shop replicas get: the single Redis, or the Sentinels,
+    with the cluster's password (in the replicas' environment, which only their
+    own user can read, never on a command line)."""
     if state.ha:
-        return ha.sentinel_url(state.sentinels)
-    return f"redis://{state.redis.endpoint}/0"
+        return ha.sentinel_url(state.sentinels, password=state.redis_password)
+    auth = f":{state.redis_password}@" if state.redis_password else ""
+    return f"redis://{auth}{state.redis.endpoint}/0"
 
 
 def replica_settings(state: State) -> dict[str, str]:
@@ -87,4 +91,6 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
         return ha.status(state, entry)
     redis = state.redis
     answering = redis.alive() and not redis.frozen()
-    return entry(redis, answering and procs.redis_ping(redis.port, redis.address))
+    return entry(
+        redis, answering and procs.redis_ping(redis.port, redis.address, state.redis_password)
+    )

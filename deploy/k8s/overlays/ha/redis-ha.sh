@@ -30,8 +30,8 @@ sentinel_conf=$sentinel_dir/sentinel.conf
 primary_from_sentinels() {
     for node in $REDIS_NODES; do
         [ "$node" = "$self" ] && continue
-        # Sentinels have no password: keep redis-cli from sending REDISCLI_AUTH.
-        answer=$(env -u REDISCLI_AUTH timeout 3 redis-cli -h "$node" -p 26379 --raw \
+        # Sentinels take the Redis password too (redis-cli reads REDISCLI_AUTH).
+        answer=$(timeout 3 redis-cli -h "$node" -p 26379 --raw \
             SENTINEL get-master-addr-by-name "$REDIS_MASTER_NAME" 2>/dev/null | head -n 1) || true
         case "$answer" in
             "" | *[!A-Za-z0-9.-]*) ;;  # no answer, nil, or an error text
@@ -90,9 +90,17 @@ sentinel parallel-syncs $REDIS_MASTER_NAME 1
 CONF
         mv "$sentinel_conf.new" "$sentinel_conf"
     fi
-    # The password on every start, so a changed Secret reaches the Sentinels.
-    grep -v "^sentinel auth-pass $REDIS_MASTER_NAME " "$sentinel_conf" > "$sentinel_conf.new" || true
-    echo "sentinel auth-pass $REDIS_MASTER_NAME $REDIS_PASSWORD" >> "$sentinel_conf.new"
+    # The password on every start, so a changed Secret reaches the Sentinels:
+    # given to the nodes (auth-pass) and to the other Sentinels (sentinel-pass),
+    # and asked of every client (requirepass: anyone who could reach an open
+    # Sentinel could repoint the shop to a Redis of their own).
+    grep -v -e "^sentinel auth-pass $REDIS_MASTER_NAME " -e "^sentinel sentinel-pass " \
+        -e "^requirepass " "$sentinel_conf" > "$sentinel_conf.new" || true
+    {
+        echo "sentinel auth-pass $REDIS_MASTER_NAME $REDIS_PASSWORD"
+        echo "sentinel sentinel-pass $REDIS_PASSWORD"
+        echo "requirepass $REDIS_PASSWORD"
+    } >> "$sentinel_conf.new"
     mv "$sentinel_conf.new" "$sentinel_conf"
     exec redis-server "$sentinel_conf" --sentinel
 }
