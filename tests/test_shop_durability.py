@@ -132,7 +132,7 @@ def test_shop_on_a_guarded_primary_without_replica_serves_reads_refuses_writes(
     guarded_primary,
 ):
     acks = {"SHOP_REPLICA_ACKS": 1, "SESSION_REPLICA_ACKS": 1}
-    api = make_app(guarded_primary.url, WTF_CSRF_ENABLED=False, **acks).test_client()
+    api = make_app(guarded_primary.url, CSRF_ENABLED=False, **acks).test_client()
     register(api, "ada")
     login(api, "ada")
     body = {"product_id": "espresso-cup", "qty": 2}

@@ -157,7 +157,7 @@ def start(workdir: Workdir, state: State) -> None:
         start_node(workdir, node, first, password)
     workdir.save(state)
     procs.wait_for(
-        lambda: all(node_info(node).link_up for node in others),
+        lambda: all(node_info(node, password).link_up for node in others),
         "the Redis replicas to sync with the primary",
     )
     for sentinel in state.sentinels:
@@ -233,7 +233,8 @@ def restart(workdir: Workdir, state: State, proc: Proc) -> None:
 
 
 # ------------------------------------------------------------------ questions
-def _client(proc: Proc, password: str = "", timeout: float = 1.0) -> redis.Redis:
+def _client(proc: Proc, password: str, timeout: float = 1.0) -> redis.Redis:
+    """A client of node or Sentinel `proc`; `password` is the cluster's ("" for none)."""
     return redis.Redis(
         host=proc.address,
         port=proc.port,
@@ -246,7 +247,7 @@ def _client(proc: Proc, password: str = "", timeout: float = 1.0) -> redis.Redis
     )
 
 
-def primary_endpoint(sentinels: list[Proc], password: str = "") -> str | None:
+def primary_endpoint(sentinels: list[Proc], password: str) -> str | None:
     """address:port of the primary as the first answering Sentinel names it (None: none answers)."""
     for proc in sentinels:
         try:
@@ -276,7 +277,7 @@ class NodeInfo:
     link_up: bool = False  # a replica's link to it
 
 
-def node_info(proc: Proc, password: str = "") -> NodeInfo:
+def node_info(proc: Proc, password: str) -> NodeInfo:
     """The role of the node `proc`, from INFO replication (which also gives a
     replica's link state, unlike ROLE)."""
     try:
@@ -294,7 +295,7 @@ def node_info(proc: Proc, password: str = "") -> NodeInfo:
     return NodeInfo(role=info.get("role"))
 
 
-def sentinel_health(proc: Proc, password: str = "") -> dict[str, Any]:
+def sentinel_health(proc: Proc, password: str) -> dict[str, Any]:
     """What one Sentinel says: its view of the primary, replicas and peer Sentinels."""
     try:
         with _client(proc, password) as sentinel:
@@ -355,7 +356,7 @@ def status(state: State, entry: Callable[[Proc, bool], dict[str, Any]]) -> dict[
     }
 
 
-def _replica_links(primary: Proc | None, password: str = "") -> dict[str, replication.ReplicaLink]:
+def _replica_links(primary: Proc | None, password: str) -> dict[str, replication.ReplicaLink]:
     """The primary's replicas by address:port (a Proc's endpoint), as it sees
     them (empty if it does not answer)."""
     if primary is None or not primary.alive() or primary.frozen():
