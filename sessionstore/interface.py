@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -114,7 +114,7 @@ class RedisSessionInterface(SessionIdCookie):
         if sets or deletes or session.rotating:
             sid = session.sid or new_sid()
             id_changed = session.new or session.rotating
-            ttl_ms = self.store.save(
+            saved = self.store.save(
                 sid=sid,
                 loaded_sid=session._loaded_sid,
                 is_new=session.new,
@@ -123,15 +123,13 @@ class RedisSessionInterface(SessionIdCookie):
                 user=session.user_change(),
                 permanent_ms=session.permanent_ms,
             )
-            if not ttl_ms:
+            if saved.ttl_ms <= 0:
                 # Destroyed, rotated or expired by another request meanwhile, or
                 # emptied by this one: stay gone.
                 if session.had_cookie or session.modified:
                     self._clear_cookie(app, response)
                 return
-            if session.new:
-                session.created_at = datetime.now(UTC)
-            session.mark_saved(sid, sets, deletes)
+            session.mark_saved(sid, saved, sets, deletes)
         # A new id must reach the browser. Otherwise Flask's rule: a changed
         # session, or a permanent one whose expiry slides
         # (SESSION_REFRESH_EACH_REQUEST), gets its cookie again.

@@ -7,10 +7,13 @@ Data model (all keys share the interface's `key_prefix`, default ``sess:``):
 | ``{prefix}{hmac}`` | hash | min(idle left, absolute left) | save / load scripts |
 | ``{prefix}user:{id}`` | zset | its longest-lived member | save, load, destroy scripts |
 
-``{hmac}`` is the HMAC-SHA256 of the cookie's session id (base64url, 43 chars), keyed by a key
-derived from the app's SECRET_KEY: a dump or a replica of Redis contains no
-usable cookie, and a lookup compares nothing secret in Python (Redis finds
-the key by hash), so it leaks no timing about valid ids. During a key
+``{hmac}`` is the HMAC-SHA256 of the cookie's session id, keyed by a key
+derived from the app's SECRET_KEY, truncated to 128 bits (base64url, 22
+chars): a dump or a replica of Redis contains no usable cookie, and a lookup
+compares nothing secret in Python (Redis finds the key by hash), so it leaks
+no timing about valid ids. Cookies issued before this format (43 characters
+long, where today's are 44) keep the full 256-bit HMAC (43 chars), so their
+sessions stay where they are until they expire. During a key
 rotation (Flask's ``SECRET_KEY_FALLBACKS``) a session may still sit under the
 key an old secret derives; the load script moves it to the current one.
 
@@ -26,7 +29,7 @@ with its last member, so it cannot grow without bound.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -35,13 +38,18 @@ META_CREATED = "!c"
 META_ACTIVE = "!a"
 META_USER = "!u"
 META_PREFIX = "!"
+LEGACY_SID_LENGTH = 43  # cookies issued before keys were truncated to 128 bits
+_BASE64URL = bytes.maketrans(b"+/", b"-_")
 
 
-def _derive(secret: str | bytes) -> bytes:
+def _derive(secret: str | bytes) -> hmac.HMAC:
+    """An HMAC keyed for session ids under `secret`, to be copied per id (copying
+    the keyed state costs a third of keying it again for every request)."""
     if isinstance(secret, str):
         secret = secret.encode()
     # A key of its own, so the raw SECRET_KEY is never used for two purposes.
-    return hmac.new(secret, b"sessionstore/session-key/v1", hashlib.sha256).digest()
+    key = hmac.new(secret, b"sessionstore/session-key/v1", hashlib.sha256).digest()
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 class KeySpace:
@@ -70,12 +78,18 @@ class KeySpace:
         """Where the session of `sid` would be under each fallback secret, newest first."""
         return [self._session_key(key, sid) for key in self._fallback_keys]
 
-    def _session_key(self, hmac_key: bytes, sid: str) -> str:
-        digest = hmac.new(hmac_key, sid.encode(), hashlib.sha256).digest()
-        # base64url, not hex: 43 characters keep the key (as a member of the
-        # user index) under Redis's 64-byte listpack limit, so a small index
-        # stays in Redis's compact encoding (a third of the memory).
-        return f"{self.prefix}{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+    def _session_key(self, hmac_key: hmac.HMAC, sid: str) -> str:
+        mac = hmac_key.copy()
+        mac.update(sid.encode())
+        digest = mac.digest()
+        # 128 bits identify a session as well as 256 (no two of 2**64 sessions
+        # collide) and cost half the bytes, twice over: in the key, and as a
+        # member of the user index (base64url, not hex, for the same reason).
+        # A cookie of the first format (43 characters) keeps its full HMAC.
+        if len(sid) != LEGACY_SID_LENGTH:
+            digest = digest[:16]
+        text = binascii.b2a_base64(digest, newline=False).translate(_BASE64URL).rstrip(b"=")
+        return self.prefix + text.decode()
 
     @property
     def user_index_prefix(self) -> str:

@@ -4,12 +4,14 @@ Shared by sessionstore and by applications that keep their own scripts (the
 shop does): EVALSHA, loading the script only when Redis does not know it
 (after a restart, or on a replica promoted by a failover, since scripts are
 replicated as their effects), and, when asked, a WAIT for replicas pipelined
-with it, so a durable write still costs one round trip.
+with it, so a durable write still costs one round trip. The round trip goes
+through `RoundTrips` (sessionstore/roundtrip.py), the cheapest safe call path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
@@ -19,6 +21,7 @@ import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from .errors import NotReplicated, WriteRefused, refused_for_replicas
+from .roundtrip import RoundTrips
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,18 @@ class Durability:
 NO_WAIT = Durability()
 
 
+# One RoundTrips per client, so its held connections are shared by every caller.
+_ROUND_TRIPS: weakref.WeakKeyDictionary[redis.Redis, RoundTrips] = weakref.WeakKeyDictionary()
+
+
+def round_trips(client: redis.Redis) -> RoundTrips:
+    """The `RoundTrips` of `client` (made on first use)."""
+    calls = _ROUND_TRIPS.get(client)
+    if calls is None:
+        calls = _ROUND_TRIPS.setdefault(client, RoundTrips(client))
+    return calls
+
+
 def run_script(
     client: redis.Redis,
     script: LuaScript,
@@ -80,19 +95,27 @@ def run_script(
     that refuses the write outright (``min-replicas-to-write``: too few
     replicas in sync) raises WriteRefused; then nothing was written.
     """
+    return evalsha(round_trips(client), script, keys, args, durability)
+
+
+def evalsha(
+    calls: RoundTrips, script: LuaScript, keys: list[Any], args: list[Any], durability: Durability
+) -> Any:
+    """`run_script` on the round trips of a client already at hand."""
     acks = durability.replica_acks
     for attempt in range(2):
         try:
             if not acks:
-                return client.evalsha(script.sha, len(keys), *keys, *args)
-            pipe = client.pipeline(transaction=False)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.wait(acks, durability.timeout_ms)
-            reply, acked = pipe.execute()
+                return calls.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply, acked = calls.pipeline([command, ("WAIT", acks, durability.timeout_ms)])
+            for answer in (reply, acked):
+                if isinstance(answer, Exception):
+                    raise answer
         except NoScriptError:
             if attempt:
                 raise
-            client.script_load(script.text)
+            calls.call("SCRIPT", "LOAD", script.text)
             continue
         except ResponseError as exc:
             if refused_for_replicas(exc):

@@ -3,23 +3,25 @@
 The Redis data model is documented in `sessionstore.keys`. Each public method
 is exactly one round trip (one EVALSHA), and every write is a single Lua
 script, so a session is never half-written and concurrent requests on
-different replicas cannot interleave inside one save.
+different replicas cannot interleave inside one save. Loading a session is
+the hot path of every request that uses one, so `load` is written for speed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from . import serializer
 from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
-from .keys import META_CREATED, META_USER, KeySpace, field_name, session_key_of
-from .scripts import NO_WAIT, Durability, LuaScript, run_script
+from .keys import META_CREATED, META_PREFIX, META_USER, KeySpace, field_name, session_key_of
+from .scripts import NO_WAIT, Durability, LuaScript, evalsha, round_trips
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,26 @@ def _ms_to_datetime(ms: str | int | None) -> datetime | None:
     return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms is not None else None
 
 
-@dataclass(frozen=True)
-class LoadedSession:
+class LoadedSession(NamedTuple):
     """What one load returns: the values, and their raw form for change detection."""
 
     data: dict[str, Any]
     raw: dict[str, str]  # hash field -> stored tagged JSON, the snapshot saves diff against
-    created_at: datetime
+    created_ms: int  # ms since the epoch, Redis's clock
     user_id: str | None
+
+    @property
+    def created_at(self) -> datetime:
+        return _ms_to_datetime(self.created_ms)
+
+
+class SaveResult(NamedTuple):
+    """What one save did: the session's TTL (0: gone, nothing written; -1: emptied,
+    so deleted), whether it is permanent, and when it was created (ms, Redis's clock)."""
+
+    ttl_ms: int
+    permanent: bool
+    created_ms: int
 
 
 class SessionObserver:
@@ -61,6 +75,12 @@ class SessionObserver:
 
     def sessions_ended(self, count: int) -> None:
         """`count` sessions were deleted on purpose (destroy, revoke_user, emptied)."""
+
+    def round_trip(self, command: str, seconds: float, error: BaseException | None) -> None:
+        """One round trip to Redis (`command`: ``EVALSHA``, or ``PIPELINE`` when a
+        WAIT went with it) took `seconds`; `error` if it failed. For latency
+        metrics. The store times round trips only when a subclass overrides this.
+        """
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,7 @@ class SessionStore:
         if idle_timeout <= timedelta(0) or absolute_timeout <= timedelta(0):
             raise ValueError("session timeouts must be positive")
         self.client = client
+        self._calls = round_trips(client)
         self.key_prefix = key_prefix
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
@@ -101,6 +122,7 @@ class SessionStore:
         # replicas have it, so a failover cannot lose a login the user saw.
         self.durability = durability
         self.observer = observer or SessionObserver()
+        self._timed = type(self.observer).round_trip is not SessionObserver.round_trip
         self._scripts = {
             name: LuaScript.load(__package__, "common", name)
             for name in ("load", "save", "destroy", "user_sessions", "revoke_user")
@@ -137,16 +159,21 @@ class SessionStore:
 
     def _run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
         """One script, one round trip; `durable` writes wait for the replicas."""
+        durability = self.durability if durable else NO_WAIT
+        started = time.perf_counter() if self._timed else 0.0
+        error = None
         try:
-            return run_script(
-                self.client,
-                self._scripts[name],
-                keys,
-                args,
-                durability=self.durability if durable else NO_WAIT,
-            )
+            return evalsha(self._calls, self._scripts[name], keys, args, durability)
         except TRANSIENT_REDIS_ERRORS as exc:
+            error = exc
             raise StoreUnavailable(f"session store unavailable: {exc}") from exc
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self._timed:
+                command = "PIPELINE" if durability.replica_acks else "EVALSHA"
+                self.observer.round_trip(command, time.perf_counter() - started, error)
 
     # -- one session --------------------------------------------------------
 
@@ -171,24 +198,12 @@ class SessionStore:
             flat = self._run("load", [key, *old_keys], args)
             if flat is None:
                 return None
-        data: dict[str, Any] = {}
-        raw: dict[str, str] = {}
-        meta: dict[str, str] = {}
         try:
-            for i in range(0, len(flat), 2):
-                field, value = _text(flat[i]), _text(flat[i + 1])
-                name = session_key_of(field)
-                if name is None:
-                    meta[field] = value
-                else:
-                    raw[field] = value
-                    data[name] = serializer.loads(value)
-            created_at = _ms_to_datetime(meta[META_CREATED])
+            return _parse(flat)
         except (serializer.CorruptValue, KeyError, ValueError) as exc:
             # Damaged or foreign data: start afresh rather than fail the request.
             log.warning("ignoring unreadable session %s: %s", key, exc)
             return None
-        return LoadedSession(data, raw, created_at, meta.get(META_USER))
 
     def save(
         self,
@@ -200,20 +215,19 @@ class SessionStore:
         deletes: list[str],
         user: Any = KEEP_USER,
         permanent_ms: int = 0,
-    ) -> int:
-        """Write a request's changes; returns the session's TTL in ms, or 0 if the
-        session is gone: destroyed, rotated or expired meanwhile (nothing was
-        written), or left with no values by these changes (it was deleted).
+    ) -> SaveResult:
+        """Write a request's changes. The result's `ttl_ms` is 0 if the session is
+        gone: destroyed, rotated or expired meanwhile (nothing was written), and
+        -1 if these changes left it with no values (it was deleted).
 
         `permanent_ms` is how long a permanent session lives without a request."""
         keys, args = self._save_call(sid, loaded_sid, is_new, sets, deletes, user, permanent_ms)
-        ttl_ms = int(self._run("save", keys, args, durable=True))
+        ttl_ms, permanent, created_ms = self._run("save", keys, args, durable=True)
         if ttl_ms < 0:  # emptied, so deleted: ended on purpose, as by destroy()
             self.observer.sessions_ended(1)
-            return 0
-        if is_new and ttl_ms:
+        elif is_new and ttl_ms:
             self.observer.session_created()
-        return ttl_ms
+        return SaveResult(ttl_ms, bool(permanent), created_ms)
 
     def _save_call(self, sid, loaded_sid, is_new, sets, deletes, user, permanent_ms) -> tuple:
         """The KEYS and ARGV of save.lua for one save (the arguments of `save`)."""
@@ -262,7 +276,7 @@ class SessionStore:
             replies = pipe.execute()
             if acks and replies[-1] < acks:
                 raise NotReplicated(f"a batch reached {replies[-1]} of {acks} replica(s)")
-            stored += sum(1 for ttl in replies[: len(replies) - bool(acks)] if int(ttl) > 0)
+            stored += sum(1 for reply in replies[: len(replies) - bool(acks)] if reply[0] > 0)
 
         try:
             self.client.script_load(script.text)
@@ -319,4 +333,40 @@ class SessionStore:
         return ended
 
 
-__all__ = ["KEEP_USER", "LoadedSession", "SessionInfo", "SessionObserver", "SessionStore"]
+def _parse(flat: list[Any]) -> LoadedSession:
+    """A session from HGETALL's flat field/value list (bytes, or text when the
+    client decodes): tagged JSON values, metadata fields apart. Raises
+    KeyError, ValueError or serializer.CorruptValue for data it cannot read."""
+    data: dict[str, Any] = {}
+    raw: dict[str, str] = {}
+    created = user = None
+    loads = serializer.loads
+    pairs = iter(flat)
+    for field, value in zip(pairs, pairs, strict=True):
+        if type(field) is bytes:
+            field, value = field.decode(), value.decode()
+        if field[:1] == META_PREFIX:
+            name = session_key_of(field)
+            if name is None:
+                if field == META_CREATED:
+                    created = int(value)
+                elif field == META_USER:
+                    user = value
+                continue
+        else:
+            name = field
+        raw[field] = value
+        data[name] = loads(value)
+    if created is None:
+        raise KeyError(META_CREATED)
+    return LoadedSession(data, raw, created, user)
+
+
+__all__ = [
+    "KEEP_USER",
+    "LoadedSession",
+    "SaveResult",
+    "SessionInfo",
+    "SessionObserver",
+    "SessionStore",
+]
