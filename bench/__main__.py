@@ -25,7 +25,7 @@ from . import report
 from .apps import VARIANTS
 from .scale import DEFAULT_COUNTS, ScaleConfig, run_scale
 from .sessions import SessionBenchConfig, run_sessions, targets
-from .shop import ShopBenchConfig, run_shop
+from .shop import BASELINE_COMMIT, ShopBenchConfig, run_shop
 
 console = Console(log_path=False)
 
@@ -75,13 +75,26 @@ def parser() -> argparse.ArgumentParser:
             "--no-report", action="store_true", help="do not rewrite RESULTS.md / chart"
         )
 
+    def baseline(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--baseline",
+            default=BASELINE_COMMIT,
+            metavar="COMMIT",
+            help=(
+                "a git commit whose shop runs side by side with this tree's, in a worktree "
+                f"(default {BASELINE_COMMIT}, before issue 16); '' for none"
+            ),
+        )
+
     run = sub.add_parser("run", help="all sections (scale skipped with --quick), then the report")
     common(run)
+    baseline(run)
     ses = sub.add_parser("sessions", help="the session variants side by side")
     common(ses)
     ses.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     shop = sub.add_parser("shop", help="the shop's mixed workload through 1..N replicas")
     common(shop)
+    baseline(shop)
     shop.add_argument("--replicas", type=_ints, default=(1, 2, 3), help="e.g. 1,2,3")
     scale = sub.add_parser("scale", help="a million sessions: memory and read latency")
     scale.add_argument("--counts", type=_ints, default=DEFAULT_COUNTS, help="e.g. 10000,100000")
@@ -112,19 +125,30 @@ def do_sessions(args: argparse.Namespace, workdir: Path) -> None:
 
 def do_shop(args: argparse.Namespace, workdir: Path) -> None:
     base = ShopBenchConfig(duration=2.0, reps=1) if args.quick else ShopBenchConfig()
-    config = _override(base, args, replicas=getattr(args, "replicas", base.replicas))
+    config = _override(
+        base,
+        args,
+        replicas=getattr(args, "replicas", base.replicas),
+        baseline=args.baseline or None,
+    )
     with live_progress("shop") as step:
         result = run_shop(workdir / "shop", config, step)
     report.save("shop", result | {"command": args.command_line}, args.results_dir)
-    table = Table("replicas", "req/s", "p99 ms", "CPU replicas/nginx/redis")
-    for n, r in result["summary"].items():
-        c = r["cpu"]
-        table.add_row(
-            n,
-            f"{r['rps']:,.0f}",
-            f"{r['p99_ms']:.1f}",
-            f"{c['replicas']:.2f}/{c['nginx']:.2f}/{c['redis']:.2f}",
-        )
+    table = Table("version", "replicas", "req/s", "p99 ms", "CPU replicas/nginx/redis")
+    baseline = result["baseline"] or {}
+    for version, summary in (
+        ("this tree", result["summary"]),
+        (baseline.get("commit"), baseline.get("summary", {})),
+    ):
+        for n, r in summary.items():
+            c = r["cpu"]
+            table.add_row(
+                version,
+                n,
+                f"{r['rps']:,.0f}",
+                f"{r['p99_ms']:.1f}",
+                f"{c['replicas']:.2f}/{c['nginx']:.2f}/{c['redis']:.2f}",
+            )
     console.print(table)
 
 
@@ -155,7 +179,7 @@ def show_sessions(result: dict) -> None:
                 f"{r['commands_per_request']:g}",
             )
         console.print(table)
-    table = Table("target", "measured", "met", title="targets (issue 6)")
+    table = Table("target", "measured", "met", title="targets (issue 16)")
     for target, measured, ok in targets(result):
         table.add_row(target, measured, "[green]yes" if ok else "[red]no")
     console.print(table)

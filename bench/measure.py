@@ -210,6 +210,40 @@ def run_wrk(
 # -- Redis counters ---------------------------------------------------------------
 
 
+def read_events(client: redis.Redis) -> int:
+    """Redis's count of read events so far (INFO stats ``total_reads_processed``).
+
+    Redis reads a client's socket once per request it sends, and a pipeline
+    arrives in one read, so the growth of this count is the number of round
+    trips all clients made, pipelines counted once (MONITOR cannot tell a
+    pipeline from separate calls). It is global: see `RoundTripsByCount`."""
+    return int(client.info("stats")["total_reads_processed"])
+
+
+@dataclass
+class RoundTripsByCount:
+    """Round trips per request from Redis's read-event count, minus the
+    background traffic (the shop's heartbeats, about one read per worker per
+    second) at the rate measured while nothing else was sent."""
+
+    client: redis.Redis
+    background_per_second: float = 0.0
+
+    def calibrate(self, seconds: float = 3.0) -> None:
+        before, t0 = read_events(self.client), time.monotonic()
+        time.sleep(seconds)  # nothing to wait for: this measures the idle traffic
+        idle = read_events(self.client) - before - 1  # our own INFO is one read
+        self.background_per_second = max(idle, 0) / (time.monotonic() - t0)
+
+    def per_request(self, send: Callable[[], None], requests: int) -> float:
+        """Round trips per request while `send()` makes `requests` requests."""
+        before, t0 = read_events(self.client), time.monotonic()
+        send()
+        reads = read_events(self.client) - before - 1
+        background = self.background_per_second * (time.monotonic() - t0)
+        return round(max(reads - background, 0) / requests, 2)
+
+
 def command_calls(client: redis.Redis) -> Counter:
     """Calls per command since the last CONFIG RESETSTAT, from INFO commandstats.
 

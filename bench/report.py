@@ -88,10 +88,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _inproc(us: float | None, bare_us: float | None) -> str:
+def _inproc(us: float | None, bare_us: float | None, redis_us: float | None = None) -> str:
     if us is None:
         return "-"
-    return f"{us:,.0f} ({bare_us / us:.2f}x)" if bare_us else f"{us:,.0f}"
+    text = f"{us:,.0f} ({bare_us / us:.2f}x)" if bare_us else f"{us:,.0f}"
+    return text if redis_us is None else f"{text} / {redis_us:,.0f}"
 
 
 def _measured(data: dict[str, Any]) -> str:
@@ -102,9 +103,27 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def sessions_section(data: dict[str, Any]) -> str:
+def targets_section(sessions: dict[str, Any] | None, shop: dict[str, Any] | None) -> str:
+    """Issue 16's goals against the figures below (printed, not asserted)."""
     from .sessions import targets
 
+    if sessions is None:
+        return ""
+    rows = [
+        [t, m, {True: "yes", False: "**no**", None: "-"}[ok]]
+        for t, m, ok in targets(sessions, shop)
+    ]
+    return "\n".join(
+        [
+            "## Targets (issue 16; printed, not asserted)",
+            "",
+            _table(["target", "measured", "met"], rows),
+            "",
+        ]
+    )
+
+
+def sessions_section(data: dict[str, Any]) -> str:
     s, cfg = data["summary"], data["config"]
     out = [
         "## Session variants, side by side",
@@ -118,10 +137,11 @@ def sessions_section(data: dict[str, Any]) -> str:
         "Figures are medians over repetitions; ratios are taken within a repetition "
         "(side by side) and then the median. *app CPU us/req*: CPU of the variant's "
         "gunicorn workers divided by requests served, under load. *in-process CPU us/req*: "
-        "the same app driven by Flask's test client in one thread, no server, best of 3 "
-        "batches of 1,000; its ratio (bare's CPU / the variant's) is what req/s would be "
-        "relative to `bare` if the app were all there is, and it is the figure least moved "
-        "by the neighbours on this shared machine.",
+        "the same app driven by Flask's test client in one thread, no server, median of 5 "
+        "batches of 1,000 (variants interleaved batch by batch); its ratio (bare's CPU / the "
+        "variant's) is what req/s would be relative to `bare` if the app were all there is, "
+        "and it is the figure least moved by the neighbours on this shared machine. After "
+        "the slash: redis-server's CPU per request during the same batches (INFO cpu).",
         "",
     ]
     inproc = data.get("inprocess_us", {})
@@ -140,7 +160,11 @@ def sessions_section(data: dict[str, Any]) -> str:
                     f"{r['p50_ms']:.1f}",
                     f"{r['p99_ms']:.1f}",
                     f"{r.get('app_us_per_request', 0):,.0f}",
-                    _inproc(inproc.get(variant, {}).get(endpoint), bare_us),
+                    _inproc(
+                        inproc.get(variant, {}).get(endpoint),
+                        bare_us,
+                        inproc.get(variant, {}).get(f"{endpoint}_redis"),
+                    ),
                     f"{trips.get('trips', 0):g}",
                     f"{trips.get('commands', 0):g}",
                     f"{r['commands_per_request']:g}",
@@ -159,7 +183,7 @@ def sessions_section(data: dict[str, Any]) -> str:
                     "p50 ms",
                     "p99 ms",
                     "app CPU us/req",
-                    "in-process CPU us/req (bare / variant)",
+                    "in-process CPU us/req (bare / variant) / Redis CPU us/req",
                     "Redis trips/req",
                     "Redis cmds/req",
                     "cmds/req under load",
@@ -220,13 +244,6 @@ def sessions_section(data: dict[str, Any]) -> str:
         "",
         profile_table(data.get("profiles", {})),
         "",
-        "### Targets (printed, not asserted)",
-        "",
-        _table(
-            ["target", "measured", "met"],
-            [[t, m, {True: "yes", False: "**no**", None: "-"}[ok]] for t, m, ok in targets(data)],
-        ),
-        "",
         cost_note(s["endpoints"].get("read", {})),
         "",
     ]
@@ -245,9 +262,9 @@ def cost_note(read: dict[str, Any]) -> str:
     ]
     return (
         f"App CPU per read request beyond `bare` ({base:,.0f} us): " + ", ".join(parts) + ". "
-        "On this CPU-bound 2-core machine req/s follows CPU per request, so a session "
-        "that needs one Redis round trip pays one redis-py call (client CPU, see the "
-        "profile) on top of a bare request; that, not Redis, sets the ratio to `bare`."
+        "On this CPU-bound 2-core machine req/s follows CPU per request, and a session that "
+        "needs one Redis round trip pays for that round trip on top of a bare request: the "
+        "client's side of it (the profile), the kernel's on both ends and Redis's own work."
     )
 
 
@@ -329,32 +346,85 @@ def scale_section(data: dict[str, Any]) -> str:
 
 
 def shop_section(data: dict[str, Any]) -> str:
-    from .shop import SHOP_HEADER, analysis, shop_rows
+    from .shop import SHOP_HEADER, TRIP_REQUESTS, analysis, shop_rows
 
-    return "\n".join(
-        [
-            "## The shop: mixed workload through 1, 2 and 3 replicas",
+    base = data.get("baseline") or {}
+    trips = data.get("round_trips") or {}
+    parts = [
+        "## The shop: mixed workload through 1, 2 and 3 replicas",
+        "",
+        f"{_measured(data)} with the real launcher (`shop-cluster up "
+        "--replicas N`). " + data["workload"],
+        "",
+        _table(SHOP_HEADER, shop_rows(data)),
+        "",
+    ]
+    if base:
+        rows = []
+        for replicas, ratio in base.get("vs_baseline", {}).items():
+            ours, theirs = data["summary"].get(replicas, {}), base["summary"].get(replicas, {})
+            rows.append(
+                [
+                    replicas,
+                    f"{ours.get('rps', 0):,.0f}",
+                    f"{theirs.get('rps', 0):,.0f}",
+                    f"{ratio:.2f}x",
+                    " ".join(theirs.get("runs", [])),
+                ]
+            )
+        parts += [
+            f"### Against commit `{base['commit']}` (before issue 16), same machine, same run",
             "",
-            f"{_measured(data)} with the real launcher (`shop-cluster up "
-            "--replicas N`). " + data["workload"],
+            f"The shop of `{base['commit']}` was checked out in a git worktree and started by "
+            "its own launcher, each of its runs right after this tree's run of the same "
+            "replica count; ratio: the median over repetitions of the two runs' req/s.",
             "",
-            _table(SHOP_HEADER, shop_rows(data)),
-            "",
-            "Where one replica's Python CPU goes (py-spy --gil on the first replica, "
-            "during the first repetition):",
-            "",
-            profile_table({f"{n} replica(s)": p for n, p in data.get("profiles", {}).items()}),
-            "",
-            analysis(data),
+            _table(
+                [
+                    "replicas",
+                    "req/s now",
+                    f"req/s `{base['commit']}`",
+                    "now / before",
+                    f"each run `{base['commit']}`",
+                ],
+                rows,
+            ),  # fmt: skip
             "",
         ]
-    )
+    if trips:
+        versions = list(trips)
+        endpoints = list(trips[versions[0]])
+        labels = {"current": "now", "baseline": f"`{base.get('commit', 'baseline')}`"}
+        parts += [
+            "### Redis round trips per request, by endpoint of the mix",
+            "",
+            f"{TRIP_REQUESTS} sequential requests per endpoint by one logged-in shopper; "
+            "Redis's count of read events (INFO stats `total_reads_processed`: one per "
+            "request a client sends, a pipeline counted once) over those requests, minus "
+            "the heartbeats' rate measured idle just before.",
+            "",
+            _table(
+                ["endpoint", *(labels.get(v, v) for v in versions)],
+                [[e, *(f"{trips[v].get(e, 0):.1f}" for v in versions)] for e in endpoints],
+            ),
+            "",
+        ]
+    parts += [
+        "Where one replica's Python CPU goes (py-spy --gil on the first replica, "
+        "during the first repetition):",
+        "",
+        profile_table({f"{n} replica(s)": p for n, p in data.get("profiles", {}).items()}),
+        "",
+        analysis(data),
+        "",
+    ]
+    return "\n".join(parts)
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:
     """RESULTS.md from whatever sections have results."""
     meta = None
-    parts = []
+    parts = [targets_section(load("sessions", results_dir), load("shop", results_dir))]
     for name, section in (
         ("sessions", sessions_section),
         ("shop", shop_section),
@@ -390,7 +460,8 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
             "Lua `done()` hook prints them as JSON); Redis round trips by watching MONITOR "
             "during 50 sequential requests per endpoint (a client-sent command is a trip, a "
             "command tagged `lua` ran inside a script, MULTI..EXEC counts once, per-connection "
-            "set-up such as HELLO is left out); commands per request under load from INFO "
+            "set-up such as HELLO is left out), and the shop's from Redis's count of read events "
+            "(a pipeline is one); commands per request under load from INFO "
             "commandstats deltas over wrk's request count; bytes per session from MEMORY USAGE "
             "summed over every key in the variant's own database (so sessionstore's per-user "
             "index counts) divided by the sessions created; CPU from /proc/<pid>/stat of each "

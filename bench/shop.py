@@ -1,4 +1,5 @@
-"""The shop itself: a mixed shopping workload through 1, 2 and 3 replicas.
+"""The shop itself: a mixed shopping workload through 1, 2 and 3 replicas, and
+against an older commit of the whole project, side by side.
 
 The cluster is the real one, started and stopped by the launcher
 (`shop-cluster up --replicas N --workdir ... --port ...` / `down`). Shoppers
@@ -7,10 +8,18 @@ with their cookies. Stock is topped up before each run so checkouts keep
 succeeding (a sold-out shop would measure cheap 409s). Replica counts are
 interleaved over the repetitions like the session variants, and one run per
 replica count is sampled by py-spy to show where the CPU goes.
+
+With a baseline commit (`--baseline 7a3a909`), a git worktree of that commit
+is checked out under the work folder and its own launcher runs its own shop
+(its code first on PYTHONPATH, the same virtualenv), interleaved with this
+tree's runs, so "faster than before" is measured on the same machine at the
+same moment. Each version's Redis round trips per endpoint are counted from
+Redis's read events (`measure.RoundTripsByCount`: pipelines count once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -18,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +43,15 @@ from . import measure, profile
 
 SHOPPERS = 8
 PASSWORD = "bench-shopper-password"
+REPO = Path(__file__).resolve().parent.parent
+CURRENT = "current"
+BASELINE = "baseline"
+# The last commit before issue 16 (sessionstore ahead of Flask-Session on every
+# path): the shop's requests/s are printed against it, measured in the same run.
+BASELINE_COMMIT = "7a3a909"
+# Sequential requests per endpoint when counting round trips: enough that the
+# background (heartbeats) subtracted at its measured rate is a small error.
+TRIP_REQUESTS = 100
 
 
 @dataclass(frozen=True)
@@ -42,25 +60,82 @@ class ShopBenchConfig:
     duration: float = 6.0
     reps: int = 3
     connections: int = 32
+    baseline: str | None = None  # a git commit run side by side (its own launcher and shop)
+    baseline_replicas: tuple[int, ...] = (1,)
 
 
-def _cli(*args: str, timeout: float = 120) -> str:
+def _cli(*args: str, source: Path | None = None, timeout: float = 120) -> str:
+    """The launcher of this tree, or of `source` (another checkout) when given."""
     argv = [sys.executable, "-m", "shop.cluster.cli", *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=source
+    )
     if done.returncode != 0:
         raise RuntimeError(f"shop-cluster {' '.join(args)} failed: {done.stderr or done.stdout}")
     return done.stdout
 
 
 @contextmanager
-def cluster(workdir: Path, replicas: int):
+def cluster(workdir: Path, replicas: int, source: Path | None = None) -> Iterator[dict[str, Any]]:
     """`shop-cluster up` in its own workdir and port; `down` whatever happens."""
     port = procs.free_port()
     try:
-        _cli("up", "--replicas", str(replicas), "--workdir", str(workdir), "--port", str(port))
-        yield json.loads(_cli("status", "--json", "--workdir", str(workdir)))
+        _cli(
+            "up", "--replicas", str(replicas), "--workdir", str(workdir), "--port", str(port),
+            source=source,
+        )  # fmt: skip
+        yield json.loads(_cli("status", "--json", "--workdir", str(workdir), source=source))
     finally:
-        _cli("down", "--workdir", str(workdir))
+        _cli("down", "--workdir", str(workdir), source=source)
+
+
+@contextmanager
+def checkout(commit: str, where: Path) -> Iterator[Path]:
+    """A git worktree of `commit` at `where` (this repository's history), removed after."""
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, timeout=60)
+
+    git("worktree", "add", "--detach", str(where), commit)
+    try:
+        yield where
+    finally:
+        git("worktree", "remove", "--force", str(where))
+
+
+def count_trips(status: dict[str, Any], cookie: str, product: str) -> dict[str, float]:
+    """Redis round trips per request of each endpoint of the workload, sent one
+    after another by one logged-in shopper."""
+    url = status["url"].rstrip("/")
+    admin = redis.Redis(host=procs.LOOPBACK, port=int(status["redis"]["port"]), socket_timeout=10)
+    counter = measure.RoundTripsByCount(admin)
+    counter.calibrate()
+    with admin, requests.Session() as http:
+        http.headers["Cookie"] = cookie
+
+        def send(method: str, path: str, body: Any = None, times: int = TRIP_REQUESTS) -> None:
+            for _ in range(times):
+                headers = {"Idempotency-Key": uuid.uuid4().hex} if method == "POST" else {}
+                http.request(method, url + path, json=body, headers=headers, timeout=10)
+
+        add = ("POST", "/api/cart/items", {"product_id": product, "qty": 1})
+        trips = {
+            "GET /api/products": counter.per_request(
+                lambda: send("GET", "/api/products"), TRIP_REQUESTS
+            ),
+            "POST /api/cart/items": counter.per_request(lambda: send(*add), TRIP_REQUESTS),
+            "GET /api/cart": counter.per_request(lambda: send("GET", "/api/cart"), TRIP_REQUESTS),
+        }
+
+        def add_then_checkout() -> None:
+            for _ in range(TRIP_REQUESTS):
+                send(*add, times=1)
+                send("POST", "/api/checkout", times=1)
+
+        pairs = counter.per_request(add_then_checkout, TRIP_REQUESTS)
+        trips["POST /api/checkout"] = round(pairs - trips["POST /api/cart/items"], 2)
+    return trips
 
 
 def prepare(status: dict[str, Any], workdir: Path) -> tuple[Path, Path]:
@@ -107,23 +182,53 @@ def _watch(status: dict[str, Any]) -> measure.CpuWatch:
 def run_shop(
     workdir: Path, config: ShopBenchConfig, progress: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Measure every replica count `reps` times (interleaved); profile one run of each."""
+    """Measure every replica count `reps` times (interleaved, and with the
+    baseline commit's shop when asked); profile one run of each of ours."""
+    with contextlib.ExitStack() as stack:
+        sources: dict[str, Path | None] = {CURRENT: None}
+        if config.baseline:
+            sources[BASELINE] = stack.enter_context(
+                checkout(config.baseline, workdir / "baseline-src")
+            )
+        return _measure(workdir, config, sources, progress)
+
+
+def _measure(
+    workdir: Path,
+    config: ShopBenchConfig,
+    sources: dict[str, Path | None],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     profiles: dict[str, Any] = {}
-    counts = config.replicas
+    trips: dict[str, dict[str, float]] = {}
+    slots = [(CURRENT, n) for n in config.replicas]
+    if BASELINE in sources:
+        # Right after our own run of the same replica count, so a pair shares its moment.
+        for n in config.baseline_replicas:
+            slots.insert(slots.index((CURRENT, n)) + 1 if (CURRENT, n) in slots else 0,
+                         (BASELINE, n))  # fmt: skip
     for rep in range(config.reps):
-        order = counts[rep % len(counts) :] + counts[: rep % len(counts)]
-        for replicas in order:
-            where = workdir / f"shop-r{replicas}-rep{rep}"
-            with cluster(where, replicas) as status:
+        order = slots[rep % len(slots) :] + slots[: rep % len(slots)]
+        for version, replicas in order:
+            where = workdir / f"shop-{version}-r{replicas}-rep{rep}"
+            with cluster(where, replicas, sources[version]) as status:
                 cookie_file, product_file = prepare(status, where)
                 top_up_stock(status, product_file)
+                if version not in trips:
+                    progress(f"shop: counting {version}'s Redis round trips per endpoint")
+                    trips[version] = count_trips(
+                        status,
+                        cookie_file.read_text().split("\n")[0],
+                        product_file.read_text().split()[0],
+                    )
+                    top_up_stock(status, product_file)
                 url = status["url"].rstrip("/")
                 args = [str(cookie_file), str(product_file), uuid.uuid4().hex[:8]]
                 # Warm-up: first requests load scripts and open pools.
                 measure.run_wrk(url, "shop.lua", args, duration=1, connections=config.connections)
                 sampler = None
-                if rep == 0:
+                if rep == 0 and version == CURRENT:
                     sampler = profile.start(
                         status["replicas"][0]["pid"], config.duration, where / "py-spy.txt"
                     )
@@ -136,16 +241,19 @@ def run_shop(
                 runs.append(
                     {
                         "rep": rep,
+                        "version": version,
                         "replicas": replicas,
                         **result.as_dict(),
                         "profiled": sampler is not None,
                     }
                 )
                 progress(
-                    f"shop: rep {rep + 1} {replicas} replica(s): {result.rps:,.0f} req/s "
-                    f"p99 {result.p99_ms:.1f} ms, non-2xx/errors {result.errors}"
+                    f"shop: rep {rep + 1} {version} {replicas} replica(s): {result.rps:,.0f} "
+                    f"req/s p99 {result.p99_ms:.1f} ms, non-2xx/errors {result.errors}"
                 )
             time.sleep(0.5)
+    ours = [r for r in runs if r["version"] == CURRENT]
+    theirs = [r for r in runs if r["version"] == BASELINE]
     return {
         "config": config.__dict__,
         "gunicorn_workers": int(os.environ.get("SHOP_WORKERS", "2")),
@@ -158,8 +266,37 @@ def run_shop(
         ),
         "runs": runs,
         "profiles": profiles,
-        "summary": summarize(runs, counts),
+        "round_trips": trips,
+        "summary": summarize(ours, config.replicas),
+        "baseline": (
+            {
+                "commit": config.baseline,
+                "summary": summarize(theirs, config.baseline_replicas),
+                "vs_baseline": paired_ratios(ours, theirs, config.baseline_replicas),
+            }
+            if theirs
+            else None
+        ),
     }
+
+
+def paired_ratios(
+    ours: list[dict[str, Any]], theirs: list[dict[str, Any]], counts: tuple[int, ...]
+) -> dict[str, float]:
+    """Per replica count: the median over repetitions of our req/s over the
+    baseline's in the same repetition (unprofiled runs only)."""
+    out = {}
+    clean = [r for r in ours if not r["profiled"]] or ours  # --quick profiles every run
+    for replicas in counts:
+        base = {r["rep"]: r["rps"] for r in theirs if r["replicas"] == replicas}
+        ratios = [
+            r["rps"] / base[r["rep"]]
+            for r in clean
+            if r["replicas"] == replicas and base.get(r["rep"])
+        ]
+        if ratios:
+            out[str(replicas)] = round(statistics.median(ratios), 3)
+    return out
 
 
 def summarize(runs: list[dict[str, Any]], counts: tuple[int, ...]) -> dict[str, Any]:

@@ -21,17 +21,27 @@ bound is what a shopper waits, once, before the store error becomes a 503.
 Together: a request meets at most one timeout (1 s, or 0.5 s to connect plus
 0.5 s per hung Sentinel) before its 503. nginx's read timeout (3 s, see
 shop/cluster/nginx.conf.j2) sits above that, so the 503 reaches the shopper.
+
+On Linux the socket timeout is the kernel's (SO_RCVTIMEO / SO_SNDTIMEO on a
+blocking socket) rather than Python's: Python enforces its own timeout with a
+poll() before every send and every receive, two more system calls per round
+trip, each of which also hands the GIL to another thread of a threaded
+worker. The kernel's timeout surfaces as the same TimeoutError (so it is not
+retried either). TLS connections keep Python's timeout.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from .errors import TRANSIENT_REDIS_ERRORS
 
@@ -45,6 +55,68 @@ WAIT_MARGIN = 0.5
 RETRIED_ERRORS: tuple[type[BaseException], ...] = tuple(
     e for e in TRANSIENT_REDIS_ERRORS if not issubclass(e, redis.exceptions.TimeoutError)
 )
+
+
+class KernelTimeouts:
+    """Mixin for a redis-py connection class: once connected, the socket blocks
+    and the kernel bounds each send and receive by `socket_timeout` (see above)."""
+
+    socket_timeout: float | None
+
+    def _connect(self) -> socket.socket:
+        sock = super()._connect()  # type: ignore[misc]
+        timeout = self.socket_timeout
+        if timeout:
+            seconds = int(timeout)
+            # struct timeval on Linux: two C longs, seconds and microseconds.
+            value = struct.pack("@ll", seconds, round((timeout - seconds) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+            sock.settimeout(None)
+        return sock
+
+    # redis-py reports the kernel's timeout (EAGAIN on a blocking socket) as a
+    # ConnectionError caused by a BlockingIOError: say what it is, a timeout.
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        except redis.ConnectionError as exc:
+            if isinstance(exc.__context__, BlockingIOError):
+                raise redis.TimeoutError("Timeout writing to socket") from exc
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ConnectionError as exc:
+            if isinstance(exc.__context__, BlockingIOError):
+                raise redis.TimeoutError("Timeout reading from socket") from exc
+            raise
+
+
+class KernelTimeoutConnection(KernelTimeouts, redis.Connection):
+    """TCP (``redis://``)."""
+
+
+class KernelTimeoutUnixConnection(KernelTimeouts, redis.UnixDomainSocketConnection):
+    """A unix socket (``unix://``)."""
+
+
+class KernelTimeoutSentinelConnection(KernelTimeouts, SentinelManagedConnection):
+    """The current primary of a Sentinel service (``redis+sentinel://``)."""
+
+
+def _kernel_timeout_class(url: str, options: dict[str, Any]) -> type | None:
+    """The connection class for `url`'s scheme, or None to keep redis-py's
+    (TLS, which keeps Python's timeout, and systems other than Linux)."""
+    if sys.platform != "linux" or options.get("ssl"):
+        return None
+    return {
+        "redis": KernelTimeoutConnection,
+        "unix": KernelTimeoutUnixConnection,
+        SENTINEL_SCHEME: KernelTimeoutSentinelConnection,
+    }.get(urlsplit(url).scheme)
 
 
 def redis_from_url(
@@ -88,6 +160,9 @@ def redis_from_url(
         "decode_responses": decode_responses,
         **kwargs,
     }
+    connection_class = _kernel_timeout_class(url, options)
+    if connection_class is not None:
+        options.setdefault("connection_class", connection_class)
     if urlsplit(url).scheme == SENTINEL_SCHEME:
         return _sentinel_primary(url, options, redis_class, sentinel_timeout)
     return redis_class.from_url(url, **options)

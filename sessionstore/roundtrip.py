@@ -12,10 +12,11 @@ what a read costs the app.
 directly. Everything that makes the client safe stays: the connections come
 from the client's pool (so its timeouts, TLS, auth and Sentinel discovery
 apply), the connection's health check runs before each send (a PING after 30
-idle seconds), and any failure hands the call to the client itself, which
-retries with its backoff (`redis_from_url`'s bounded retries) on a fresh
-connection. A connection that failed is closed, never reused, so a half-read
-reply cannot leak into the next call.
+idle seconds), and a connection error hands the call to the client itself,
+which retries with its backoff (`redis_from_url`'s bounded retries) on a fresh
+connection. A timeout is raised at once, never retried, as the client does
+(sessionstore/connection.py says why). A connection that failed is closed,
+never reused, so a half-read reply cannot leak into the next call.
 
 A client whose class overrides ``execute_command`` (to time or trace every
 command) is always called through it, so such a hook still sees every round
@@ -32,7 +33,7 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from .errors import TRANSIENT_REDIS_ERRORS
+from .connection import RETRIED_ERRORS
 
 # Every RoundTrips alive in this process, so a fork can make each forget the
 # connections it holds (they belong to the parent's sockets).
@@ -110,20 +111,20 @@ class RoundTrips:
             pass
         try:
             return self.client.connection_pool.get_connection()
-        except TRANSIENT_REDIS_ERRORS:
+        except RETRIED_ERRORS:
             return None  # the client's own path retries the connection with backoff
 
     def _recover(self, conn: Any, exc: BaseException) -> bool:
         """After `exc` on `conn`: True when the call should go through the client's
         own path (it retries with backoff on a fresh connection), False to raise."""
-        transient = isinstance(exc, TRANSIENT_REDIS_ERRORS)
-        if isinstance(exc, ResponseError) and not transient:
+        retried = isinstance(exc, RETRIED_ERRORS)
+        if isinstance(exc, ResponseError) and not retried:
             self._idle.append(conn)  # Redis answered with an error: the connection is fine
             return False
         # Anything else may have left part of a reply unread: never reuse it.
         conn.disconnect()
         self.client.connection_pool.release(conn)
-        return transient
+        return retried
 
 
 __all__ = ["RoundTrips"]

@@ -52,7 +52,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     # Two clients on one Redis: sessionstore's reads bytes, the shop's decodes
-    # to text. Each times its round trips under its own label (shop.metrics).
+    # to text. Each times its round trips under its own label (shop.metrics):
+    # the session store through its observer, the shop's client as a TimedRedis.
     url = settings["REDIS_URL"]
     idle = timedelta(seconds=settings["SESSION_IDLE_TIMEOUT"])
     absolute = timedelta(seconds=settings["SESSION_ABSOLUTE_TIMEOUT"])
@@ -61,9 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         max(settings["SHOP_REPLICA_ACK_TIMEOUT"], settings["SESSION_REPLICA_ACK_TIMEOUT"])
     )
     app.session_interface = sessionstore.RedisSessionInterface(
-        sessionstore.redis_from_url(
-            url, socket_timeout=timeout, redis_class=metrics.timed_redis("sessions")
-        ),
+        sessionstore.redis_from_url(url, socket_timeout=timeout),
         idle_timeout=idle,
         absolute_timeout=absolute,
         user_key=identity.USER_ID,

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import atomic, catalog, keys
+from . import atomic, keys
 from .errors import ShopError
 from .idempotency import IdempotencyClaim
 from .shopstore import ShopStore
@@ -188,11 +188,8 @@ def count(store: ShopStore, owner: Owner) -> int:
 
 
 def get(store: ShopStore, owner: Owner) -> Cart:
-    """The cart with current names and prices, in catalog order (two round trips)."""
-    quantities = store.carts.quantities(store, owner.key)
-    products = catalog.products_by_id(store, sorted(quantities))
-    lines = [
-        Line(pid, p.name, int(quantities[pid]), p.price_cents, p.stock)
-        for pid, p in sorted(products.items(), key=lambda item: (item[1].position, item[0]))
-    ]
-    return Cart(lines)
+    """The cart with current names and prices, in catalog order (in Redis, one
+    round trip: shop/lua/cart_view.lua reads the cart and its products together)."""
+    lines = store.carts.lines(store, owner.key)
+    lines.sort(key=lambda line: (line[0].position, line[0].id))
+    return Cart([Line(p.id, p.name, qty, p.price_cents, p.stock) for p, qty in lines])

@@ -3,7 +3,8 @@
 shop/cart.py and shop/orders.py build every cart change as a call of one of
 the cart scripts of ``shop/lua/`` (``cart_add``, ``cart_set``, ``cart_merge``,
 ``checkout``: their headers are the contract, KEYS and ARGV) and read a cart
-as the quantities of its key. A :class:`CartStore` carries those calls out:
+as the quantities of its key, or as its lines with their products. A
+:class:`CartStore` carries those calls out:
 
 - :class:`RedisCarts` (the default, ``SHOP_STATE=redis``): the scripts run in
   the shared Redis, atomic across replicas, through :func:`shop.atomic.run`.
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import atomic
+from sessionstore import LuaScript, run_script
+
+from . import atomic, catalog, keys
 
 if TYPE_CHECKING:
+    from .catalog import Product
     from .idempotency import IdempotencyClaim
     from .shopstore import ShopStore
 
@@ -44,6 +48,11 @@ class CartStore(Protocol):
         """Product id -> qty of the cart at `cart_key` (empty if there is none)."""
         ...
 
+    def lines(self, store: ShopStore, cart_key: str) -> list[tuple[Product, int]]:
+        """(product as the catalog has it now, qty) per line of the cart at
+        `cart_key`, in no order; a line whose product left the catalog is left out."""
+        ...
+
 
 class RedisCarts:
     """Carts in the shared Redis: a hash per owner, changed only by Lua scripts."""
@@ -60,6 +69,20 @@ class RedisCarts:
 
     def quantities(self, store: ShopStore, cart_key: str) -> dict[str, int | str]:
         return store.client.hgetall(cart_key)
+
+    def lines(self, store: ShopStore, cart_key: str) -> list[tuple[Product, int]]:
+        # One round trip for the cart and its products (a read: no envelope).
+        rows = run_script(
+            store.client, CART_VIEW, [cart_key, keys.products(), keys.stock()], []
+        )
+        return [
+            (catalog.product_from_json(info, stock), int(qty))
+            for _pid, qty, info, stock in rows
+            if info
+        ]
+
+
+CART_VIEW = LuaScript.load("shop", "cart_view")
 
 
 REDIS_CARTS = RedisCarts()

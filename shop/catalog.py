@@ -79,7 +79,8 @@ def seed(store: ShopStore, products: list[dict[str, Any]] | None = None) -> int:
     return sum(1 for flag in added[::2] if flag)
 
 
-def _product(raw: str | bytes, stock: Any) -> Product:
+def product_from_json(raw: str | bytes, stock: Any) -> Product:
+    """A product from its ``shop:products`` JSON and its stock count (absent: 0)."""
     info = json.loads(raw)
     return Product(
         id=info["id"],
@@ -97,7 +98,7 @@ def list_products(store: ShopStore) -> list[Product]:
     pipe.hgetall(keys.products())
     pipe.hgetall(keys.stock())
     infos, stock = pipe.execute()
-    products = [_product(raw, stock.get(pid)) for pid, raw in infos.items()]
+    products = [product_from_json(raw, stock.get(pid)) for pid, raw in infos.items()]
     return sorted(products, key=lambda p: (p.position, p.id))
 
 
@@ -110,7 +111,7 @@ def products_by_id(store: ShopStore, ids: list[str]) -> dict[str, Product]:
     pipe.hmget(keys.stock(), ids)
     infos, stock = pipe.execute()
     return {
-        pid: _product(raw, units)
+        pid: product_from_json(raw, units)
         for pid, raw, units in zip(ids, infos, stock, strict=True)
         if raw is not None
     }

@@ -19,7 +19,10 @@ an extra Redis round trip:
   to ``sessionstore.redis_from_url(redis_class=...)``): every Redis round trip
   of that client (single command or pipeline) and its errors;
 - :class:`SessionMetrics` (a ``sessionstore.SessionObserver``, given to the
-  session interface): sessions created and destroyed;
+  session interface): sessions created and destroyed, and every round trip of
+  the session store (``client="sessions"``), timed by the store itself so its
+  client stays a plain ``redis.Redis`` and keeps sessionstore's cheaper call
+  path (a subclass that overrides ``execute_command`` opts out of it);
 - :class:`ScriptMetrics` (a ``shop.shopstore.ScriptObserver``, given to the
   ShopStore): cart operations, checkouts and idempotent replays, from the
   outcome of every Lua script, and writes too few replicas confirmed in time
@@ -202,13 +205,21 @@ def timed_redis(label: str) -> type[TimedRedis]:
 
 
 class SessionMetrics(SessionObserver):
-    """Counts sessions created and ended, as the session store reports them."""
+    """Counts sessions created and ended, and times the session store's round
+    trips, as the session store reports them."""
+
+    label = "sessions"
 
     def session_created(self) -> None:
         SESSIONS_CREATED.inc()
 
     def sessions_ended(self, count: int) -> None:
         SESSIONS_DESTROYED.inc(count)
+
+    def round_trip(self, command: str, seconds: float, error: BaseException | None) -> None:
+        if error is not None:
+            REDIS_ERRORS.labels(self.label, type(error).__name__).inc()
+        REDIS_DURATION.labels(self.label, command).observe(seconds)
 
 
 class ScriptMetrics(ScriptObserver):

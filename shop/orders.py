@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sessionstore import LuaScript, run_script
+
 from . import atomic, keys
 from .cart import Owner
 from .errors import ShopError
@@ -68,10 +70,12 @@ def public_order(order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_ORDERS_VIEW = LuaScript.load("shop", "orders_view")
+
+
 def history(store: ShopStore, user_id: str, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
-    """The user's latest orders, newest first (two round trips)."""
-    ids = store.client.lrange(keys.user_orders(user_id), 0, limit - 1)
-    if not ids:
-        return []
-    raws = store.client.hmget(keys.orders(), ids)
-    return [public_order(json.loads(raw)) for raw in raws if raw is not None]
+    """The user's latest orders, newest first (one round trip: shop/lua/orders_view.lua)."""
+    raws = run_script(
+        store.client, _ORDERS_VIEW, [keys.user_orders(user_id), keys.orders()], [limit]
+    )
+    return [public_order(json.loads(raw)) for raw in raws]

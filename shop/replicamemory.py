@@ -40,7 +40,8 @@ from flask.sessions import SecureCookieSession
 from sessionstore.interface import SessionIdCookie
 from sessionstore.session import is_well_formed_sid, new_sid
 
-from . import atomic
+from . import atomic, catalog
+from .catalog import Product
 from .idempotency import IdempotencyClaim
 from .shopstore import ShopStore
 
@@ -174,6 +175,11 @@ class ReplicaMemoryCarts:
     def quantities(self, store: ShopStore, cart_key: str) -> dict[str, int | str]:
         with self._lock:
             return dict(self._carts.get(cart_key, {}))
+
+    def lines(self, store: ShopStore, cart_key: str) -> list[tuple[Product, int]]:
+        quantities = self.quantities(store, cart_key)
+        products = catalog.products_by_id(store, sorted(quantities))
+        return [(product, int(quantities[pid])) for pid, product in products.items()]
 
 
 # ------------------------------------------------------------- sessions
