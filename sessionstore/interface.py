@@ -49,7 +49,7 @@ class SessionIdCookie(SessionInterface):
 class RedisSessionInterface(SessionIdCookie):
     """Server-side sessions in Redis: ``app.session_interface = RedisSessionInterface(r)``.
 
-    The cookie carries only a random 256-bit id; everything else is in Redis,
+    The cookie carries only a random 264-bit id; everything else is in Redis,
     so every replica of the app sees the same session.
     """
 

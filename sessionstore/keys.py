@@ -4,8 +4,8 @@ Data model (all keys share the interface's `key_prefix`, default ``sess:``):
 
 | key | type | TTL | written by |
 |---|---|---|---|
-| ``{prefix}{hmac}`` | hash | min(idle left, absolute left) | save / load scripts |
-| ``{prefix}user:{id}`` | zset | its longest-lived member | save, load, destroy scripts |
+| ``{prefix}{hmac}`` | hash | min(lifetime, absolute left), moved when due | save / load scripts |
+| ``{prefix}user:{id}`` | zset | its longest-lived member | save, load (when TTL moves), destroy |
 
 ``{hmac}`` is the HMAC-SHA256 of the cookie's session id, keyed by a key
 derived from the app's SECRET_KEY, truncated to 128 bits (base64url, 22
@@ -20,7 +20,7 @@ key an old secret derives; the load script moves it to the current one.
 Fields of a session hash: one per top-level session key, holding tagged JSON
 (a key starting with ``!`` is stored as ``!!key`` so it cannot clash), plus
 metadata fields ``!c`` (created, ms since epoch, Redis clock), ``!a`` (last
-write or TTL refresh, ms) and ``!u`` (the user id, when logged in).
+write or TTL push-back, ms) and ``!u`` (the user id, when logged in).
 
 The user index holds the session keys of one user scored by their expiry
 (ms): pruned of expired members whenever it is touched, and itself expiring
