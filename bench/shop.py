@@ -187,9 +187,14 @@ def run_shop(
     with contextlib.ExitStack() as stack:
         sources: dict[str, Path | None] = {CURRENT: None}
         if config.baseline:
-            sources[BASELINE] = stack.enter_context(
-                checkout(config.baseline, workdir / "baseline-src")
-            )
+            try:
+                sources[BASELINE] = stack.enter_context(
+                    checkout(config.baseline, workdir / "baseline-src")
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                # Not a git checkout, or a shallow one: measure this tree alone.
+                detail = getattr(exc, "stderr", b"") or str(exc)
+                progress(f"shop: no baseline, cannot check out {config.baseline}: {detail!r}")
         return _measure(workdir, config, sources, progress)
 
 

@@ -72,13 +72,30 @@ def test_sessions_and_scale_produce_every_figure(tmp_path: Path) -> None:
     assert (out / "bench-throughput.png").read_bytes().startswith(b"\x89PNG")
 
 
+def _has_commit(commit: str) -> bool:
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    return done.returncode == 0
+
+
 @pytest.mark.cluster
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 @needs_wrk
 def test_shop_workload_runs_through_the_launcher(tmp_path: Path) -> None:
+    from bench.shop import BASELINE_COMMIT
+
+    if shutil.which("git") is None or not _has_commit(BASELINE_COMMIT):
+        pytest.skip(f"the baseline commit {BASELINE_COMMIT} is not in this checkout (shallow?)")
     out = tmp_path / "out"
     bench("shop", "--replicas", "1", "--duration", "1", "--reps", "1", "--connections", "8",
-          "--output-dir", str(out), "--workdir", str(tmp_path / "work"))  # fmt: skip
+          "--output-dir", str(out), "--workdir", str(tmp_path / "work"), timeout=330)  # fmt: skip
     shop = _results(out, "shop")
     assert shop["summary"]["1"]["rps"] > 0
-    assert "The shop: mixed workload" in (out / "RESULTS.md").read_text()
+    # The old commit's shop ran beside it, and each version's round trips were counted.
+    assert shop["baseline"]["summary"]["1"]["rps"] > 0
+    assert set(shop["round_trips"]) == {"current", "baseline"}
+    assert all(0 < trips <= 3.5 for trips in shop["round_trips"]["current"].values())
+    text = (out / "RESULTS.md").read_text()
+    assert "The shop: mixed workload" in text and "Against commit" in text
