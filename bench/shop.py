@@ -104,11 +104,13 @@ def checkout(commit: str, where: Path) -> Iterator[Path]:
         git("worktree", "remove", "--force", str(where))
 
 
-def count_trips(status: dict[str, Any], cookie: str, product: str) -> dict[str, float]:
+def count_trips(
+    status: dict[str, Any], cookie: str, product: str, version: str = CURRENT
+) -> dict[str, float]:
     """Redis round trips per request of each endpoint of the workload, sent one
     after another by one logged-in shopper."""
     url = status["url"].rstrip("/")
-    admin = redis.Redis(host=procs.LOOPBACK, port=int(status["redis"]["port"]), socket_timeout=10)
+    admin = admin_client(status, version)
     counter = measure.RoundTripsByCount(admin)
     counter.calibrate()
     with admin, requests.Session() as http:
@@ -155,15 +157,20 @@ def prepare(status: dict[str, Any], workdir: Path) -> tuple[Path, Path]:
     return workdir / "cookies.txt", workdir / "products.txt"
 
 
-def top_up_stock(status: dict[str, Any], products: Path) -> None:
+def admin_client(status: dict[str, Any], version: str = CURRENT) -> redis.Redis:
+    """A client of the cluster's Redis, with its password (the baseline's has none:
+    it predates the per-cluster password)."""
+    password = Workdir(status["workdir"]).redis_password() if version == CURRENT else None
+    return redis.Redis(
+        host=procs.LOOPBACK, port=int(status["redis"]["port"]), password=password, socket_timeout=10
+    )
+
+
+def top_up_stock(status: dict[str, Any], products: Path, version: str = CURRENT) -> None:
     """Plenty of stock for every product (the shop's own key for it), so checkouts succeed."""
     from shop import keys
 
-    password = Workdir(status["workdir"]).redis_password()
-    client = redis.Redis(
-        host=procs.LOOPBACK, port=int(status["redis"]["port"]), password=password, socket_timeout=5
-    )
-    with client:
+    with admin_client(status, version) as client:
         ids = products.read_text().split()
         client.hset(keys.stock(), mapping=dict.fromkeys(ids, 10**9))
 
@@ -219,15 +226,16 @@ def _measure(
             where = workdir / f"shop-{version}-r{replicas}-rep{rep}"
             with cluster(where, replicas, sources[version]) as status:
                 cookie_file, product_file = prepare(status, where)
-                top_up_stock(status, product_file)
+                top_up_stock(status, product_file, version)
                 if version not in trips:
                     progress(f"shop: counting {version}'s Redis round trips per endpoint")
                     trips[version] = count_trips(
                         status,
                         cookie_file.read_text().split("\n")[0],
                         product_file.read_text().split()[0],
+                        version,
                     )
-                    top_up_stock(status, product_file)
+                    top_up_stock(status, product_file, version)
                 url = status["url"].rstrip("/")
                 args = [str(cookie_file), str(product_file), uuid.uuid4().hex[:8]]
                 # Warm-up: first requests load scripts and open pools.
