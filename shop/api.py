@@ -124,7 +124,9 @@ def register():
         body.get("username"),
         body.get("password"),
         hash_method=_hash_method(),
-        claim=_claim(body),
+        claim=identity.registration_claim(
+            request.headers.get(idempotency.HEADER), body.get("username"), [body]
+        ),
     )
     return jsonify(outcome.result), 201
 

@@ -72,13 +72,32 @@ def claim(key: str | None, request_parts: list[Any]) -> IdempotencyClaim | None:
         return None
     user = current_user()
     scope = f"u:{user.id}" if user else f"a:{_visitor_id(create=True)}"
+    # An anonymous visitor's records are unreachable once its session is gone.
+    return _claim(scope, key, request_parts, user is not None)
+
+
+def registration_claim(
+    key: str | None, username: Any, request_parts: list[Any]
+) -> IdempotencyClaim | None:
+    """The claim of a registration through the API: scoped to the name asked for, not
+    to the visitor. A registration is often a client's first request, before it has
+    a session cookie, so the copy nginx resends to another replica (after a timeout
+    on the first) comes as a new visitor: scoped to the visitor, it would find the
+    name taken by its own first attempt and answer 409. The fingerprint, an HMAC of
+    the whole body (password included), must still match to replay."""
+    if key is None:
+        return None
+    name = accounts.fold(username) if isinstance(username, str) else ""
+    return _claim(f"r:{name}", key, request_parts, True)
+
+
+def _claim(scope: str, key: str, request_parts: list[Any], lasting: bool) -> IdempotencyClaim:
     return idempotency.make_claim(
         scope=scope,
         key=key,
         secret=current_app.secret_key or "",
         request_parts=[request.method, request.path, *request_parts],
-        # An anonymous visitor's records are unreachable once its session is gone.
-        ttl_seconds=idempotency.RECORD_TTL_SECONDS if user else _visitor_lifetime(),
+        ttl_seconds=idempotency.RECORD_TTL_SECONDS if lasting else _visitor_lifetime(),
     )
 
 

@@ -184,6 +184,25 @@ def test_idempotency_records_expire_after_a_day(api, redis_client):
     assert 23 * 3600 < redis_client.ttl(record) <= 24 * 3600
 
 
+def test_a_registration_resent_to_another_replica_without_a_cookie_is_answered_once(
+    shop_replicas, redis_client
+):
+    """What nginx does when the first attempt timed out: the same request, same key,
+    to another replica; the client has no session cookie yet, so the copy comes as a
+    new visitor and must still get the first answer, not "name taken"."""
+    first, resent = (app.test_client(use_cookies=False) for app in shop_replicas)
+    body, headers = {"username": "yuki", "password": PASSWORD}, {"Idempotency-Key": "reg-1"}
+    applied = first.post("/api/register", json=body, headers=headers)
+    replayed = resent.post("/api/register", json=body, headers=headers)
+    assert applied.status_code == replayed.status_code == 201
+    assert replayed.get_json() == applied.get_json()
+    assert redis_client.hlen(keys.users()) == 1
+    other = dict(body, password=PASSWORD + "!")  # the same key, another body: not a replay
+    assert resent.post("/api/register", json=other, headers=headers).status_code == 422
+    fresh = resent.post("/api/register", json=body, headers={"Idempotency-Key": "reg-2"})
+    assert fresh.status_code == 409  # a new request for a taken name is still refused
+
+
 def test_concurrent_registrations_of_one_name_make_one_user(shop_replicas, redis_client):
     clients = [shop_replicas[i % 2].test_client() for i in range(6)]
     statuses = _at_once(
