@@ -19,7 +19,13 @@ INSTALL_HINT = "pip install 'shop-cluster[chart]' (./run.sh installs it)"
 # Replicas in a steady order of colours; failures are always red.
 PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f")
 FAILED = "#d62728"
-EVENT_COLOURS = {"freeze": "#1f3b73", "thaw": "#2a7f62", "kill": FAILED, "out": "#ff7f0e"}
+EVENT_COLOURS = {
+    "freeze": "#1f3b73", "thaw": "#2a7f62", "kill": FAILED, "out": "#ff7f0e",
+    # hosts (`up --hosts`): machines off and on, the network cut and healed,
+    # the virtual IP moving, a Redis failover
+    "power-off": FAILED, "power-on": "#2a7f62", "partition": "#6a3d9a", "heal": "#2a7f62",
+    "vip": "#1f77b4", "failover": "#8c510a",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

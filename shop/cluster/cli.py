@@ -455,6 +455,7 @@ def cmd_demo(cluster: Cluster, args: argparse.Namespace) -> int:
         redis=args.redis,
         redis_replicas=args.redis_replicas,
         with_watchdog=not args.no_watchdog,
+        on_hosts=args.hosts,
     )
 
 

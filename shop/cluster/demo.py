@@ -9,6 +9,10 @@ Sentinel promotes a replica, requests get fast 503s meanwhile, writes are
 acknowledged again with the old primary still dead (by the replica that is
 left), the old primary comes back as a replica and the shopper's cart is intact.
 
+On hosts (`--hosts`) the acts are machines powered off instead: the app
+host that served the shopper, the load balancer holding the address, the
+Redis primary's host (hostsdemo.py).
+
 At the end it draws the background shoppers' requests and what was done to
 the cluster as a timeline chart in the workdir (chart.py).
 """
@@ -24,8 +28,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..formatting import money
-from . import chart, ha, procs, status
-from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
+from . import chart, ha, hostsdemo, procs, status
+from .launcher import DEFAULT_REPLICAS, Cluster
 from .loadgen import (
     LoadGenerator,
     LoadReport,
@@ -119,14 +123,17 @@ def run_demo(
     cluster: Cluster,
     console: Console,
     *,
-    port: int = DEFAULT_PORT,
+    port: int | None = None,
     replicas: int = DEFAULT_REPLICAS,
     redis: str = "single",
     redis_replicas: int | None = None,
     with_watchdog: bool = True,
+    on_hosts: bool = False,
 ) -> int:
     """Tell the story; return 0 if nothing was lost and no request failed
-    (on an HA cluster: none but fast 503s while the store failed over)."""
+    (on an HA cluster: none but fast 503s while the store failed over).
+    On hosts (`on_hosts`, or a running hosts cluster) the acts are machines
+    powered off (hostsdemo.py) instead of processes killed."""
     existing = cluster.workdir.load()
     started_here = existing is None or not existing.any_alive()
     if started_here:
@@ -137,29 +144,27 @@ def run_demo(
                 redis=redis,
                 redis_replicas=redis_replicas,
                 with_watchdog=with_watchdog,
+                on_hosts=on_hosts,
             )
     state = cluster.workdir.running()
     if sum(1 for r in state.replicas if r.alive()) < 2:
         raise ClusterError("the demo needs at least 2 running replicas (shop-cluster scale 3)")
     url = state.url.rstrip("/")
-    console.print(
-        Panel.fit(
-            f"The shop at [bold cyan]{url}/[/]\n"
-            f"nginx in front of {len(state.replicas)} replicas; every session and cart "
-            f"lives in Redis.\n{BACKGROUND_SHOPPERS} simulated shoppers keep it busy meanwhile.\n"
-            f"Open [bold cyan]{url}/cluster[/] in a browser and watch the killed replica "
-            f"go and come back.",
-            title="kill-a-node demo",
-        )
-    )
+    on_hosts = state.network is not None
+    console.print(Panel.fit(_introduction(state, url), title=_title(on_hosts)))
+    measured: dict[str, str] = {}
     load = background_load(url)
     try:
         load.start()
         try:
             narrator = Narrator(console, SimulatedShopper(url))
-            ok = _story(cluster, narrator, url)
-            if state.ha:
-                ok = _store_act(cluster, narrator) and ok
+            if on_hosts:
+                _opening(narrator)
+                ok, measured = hostsdemo.acts(cluster, narrator)
+            else:
+                ok = _story(cluster, narrator, url)
+                if state.ha:
+                    ok = _store_act(cluster, narrator) and ok
         except RequestFailed as exc:
             console.print(f"   [bold red]unexpected answer:[/] {exc}")
             ok = False
@@ -169,13 +174,43 @@ def run_demo(
         if started_here:
             with console.status("Stopping the cluster this demo started…"):
                 cluster.down()
-    console.print(summary(report, failover=state.ha))
+    console.print(summary(report, failover=state.ha, measured=measured))
     events = cluster.events.read(since=load.started_wall)
-    timeline = Timeline(report.samples, events, title="shop-cluster demo: kill a replica")
+    timeline = Timeline(report.samples, events, title=f"shop-cluster {_title(on_hosts)}")
     console.print(chart.save(timeline, cluster.workdir.path, "demo-timeline").note)
     if started_here:
         console.print("The cluster this demo started has been stopped.")
     return 0 if ok and _clean(report, failover=state.ha) else 1
+
+
+def _title(on_hosts: bool) -> str:
+    return "demo --hosts: machines powered off" if on_hosts else "demo: kill a replica"
+
+
+def _introduction(state: Any, url: str) -> str:
+    if state.network is not None:
+        front = (
+            f"lb-1 and lb-2 share the address {state.network.vip} in front of "
+            f"{len(state.replicas)} replicas;\nevery node is a host of its own"
+        )
+        victim = "powered-off host"
+    else:
+        front, victim = f"nginx in front of {len(state.replicas)} replicas", "killed replica"
+    return (
+        f"The shop at [bold cyan]{url}/[/]\n"
+        f"{front}; every session and cart lives in Redis.\n"
+        f"{BACKGROUND_SHOPPERS} simulated shoppers keep it busy meanwhile.\n"
+        f"Open [bold cyan]{url}/cluster[/] in a browser:\n"
+        f"watch the {victim} go and come back."
+    )
+
+
+def _opening(n: Narrator) -> dict[str, Any]:
+    """The shopper registers, logs in and fills a cart; return the cart."""
+    n.step(f"A shopper, {n.shopper.name}, registers and logs in")
+    n.sign_up()
+    n.step("They fill a cart (each POST carries an Idempotency-Key)")
+    return n.fill_cart()
 
 
 def background_load(url: str, shoppers: int = BACKGROUND_SHOPPERS) -> LoadGenerator:
@@ -192,10 +227,7 @@ def background_load(url: str, shoppers: int = BACKGROUND_SHOPPERS) -> LoadGenera
 
 def _story(cluster: Cluster, n: Narrator, url: str) -> bool:
     shopper = n.shopper
-    n.step(f"A shopper, {shopper.name}, registers and logs in")
-    n.sign_up()
-    n.step("They fill a cart (each POST carries an Idempotency-Key)")
-    cart_before = n.fill_cart()
+    cart_before = _opening(n)
 
     victim = shopper.last_served_by
     n.step(f"{victim} just served them. Kill it: SIGKILL to its whole process group")
@@ -330,9 +362,18 @@ def _unexpected(report: LoadReport, failover: bool) -> list[str]:
     return [f for f in report.failures if "HTTP 503 " not in f]
 
 
-def summary(report: LoadReport, *, failover: bool = False, title: str = "summary") -> Panel:
-    """What the background shoppers met: requests, failures, what the shop forgot."""
+def summary(
+    report: LoadReport,
+    *,
+    failover: bool = False,
+    title: str = "summary",
+    measured: dict[str, str] | None = None,
+) -> Panel:
+    """What the background shoppers met: requests, failures, what the shop forgot;
+    first what the story `measured` (the hosts demo's timings)."""
     table = Table(box=None, padding=(0, 2), show_header=False)
+    for what, value in (measured or {}).items():
+        table.add_row(what, value)
     table.add_row("background shoppers", str(report.shoppers))
     table.add_row("their requests", str(report.requests))
     failed = len(_unexpected(report, failover))
