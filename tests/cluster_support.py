@@ -21,11 +21,14 @@ from typing import Any
 import pytest
 import requests
 
-from shop.cluster import netns, procs
+from shop.cluster import chart, netns, procs
 from shop.cluster.loadgen import LoadGenerator, LoadReport
 from shop.cluster.state import State
+from shop.cluster.timeline import EventLog, Sample, Timeline
 
 SCRIPT = Path(sys.executable).parent / "shop-cluster"
+# Where tests that measure a failure leave their timeline charts.
+TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
 # Every simulated shopper logs in from 127.0.0.1: lift the per-address login
 # throttle for the test cluster (the per-user one stays).
@@ -156,6 +159,29 @@ def assert_clean(report: LoadReport, at_least: int) -> None:
     assert report.carts_match, report.mismatches[:3]
     assert report.forced_logins == 0, f"{report.forced_logins} shoppers were logged out"
     assert report.requests >= at_least, report
+
+
+def slowest_since(report: LoadReport, since: float) -> Sample:
+    """The slowest request still running at `since` (wall clock) or started after it:
+    what a failure at `since` cost. The sign-ups before it hash passwords on a busy
+    machine, slow for other reasons."""
+    return max((s for s in report.samples if s.at + s.seconds >= since), key=lambda s: s.seconds)
+
+
+def event_time(launcher: Launcher, kind: str, target: str) -> float:
+    """When the launcher journalled the last `kind` of `target` (wall clock)."""
+    events = EventLog(launcher.workdir / "events.jsonl").read()
+    return [e for e in events if e.kind == kind and e.target == target][-1].at
+
+
+def save_timeline(
+    launcher: Launcher, load: LoadGenerator, report: LoadReport, name: str, title: str
+) -> str:
+    """The run's timeline chart (requests and the journal's events) in test-output/;
+    return the line that says where it is."""
+    events = EventLog(launcher.workdir / "events.jsonl").read(since=load.started_wall)
+    timeline = Timeline(report.samples, events, title=title)
+    return chart.save(timeline, TEST_OUTPUT, name).note
 
 
 def served_by(url: str, count: int) -> list[str]:

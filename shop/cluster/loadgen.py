@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
 import threading
 import time
 import uuid
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
 
 from shop.cart import MAX_QTY  # the shop's per-line limit: adds stay under it
 
@@ -48,6 +51,29 @@ from .timeline import Sample, merge
 # Connect fast (loopback), but give a request time to be retried by nginx on
 # another replica (nginx bounds its own retries to 10 s).
 TIMEOUT = (3.05, 15.0)
+
+# TCP keepalive on every shopper connection, probed after 1 s of silence (a
+# request waiting for its answer is silent), then every second. A load
+# balancer that answers late still acknowledges the probes, so nothing changes
+# for it. One that died with the request in its hands never answers, and its
+# peer has taken the virtual IP over: the probe reaches the peer, which knows
+# no such connection and resets it. The shopper learns in 1-2 s instead of at
+# its read timeout, and resends on a fresh connection (see `_send`). A browser
+# probes too, but only after 45 s (Chrome): it would show a spinner that long.
+KEEPALIVE_OPTIONS = [
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5),
+]
+
+
+class KeepAliveAdapter(HTTPAdapter):
+    """requests' adapter with TCP keepalive probes on its connections."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *KEEPALIVE_OPTIONS]
+        super().init_poolmanager(*args, **kwargs)
 
 
 PENDING_RETRIES = 40  # at most this many retries of unsettled adds when verifying
@@ -88,6 +114,10 @@ class SimulatedShopper:
     resent: int = 0  # requests resent after their connection was reset (see _send)
     # What the shop forgot, each seen as it happened (see _check_cart, _check_login).
     lost_carts: list[str] = field(default_factory=list)
+    # Every add answered 201, never written off as `acknowledged` is after a
+    # lost cart: what a store that loses nothing shows at the end, even after a
+    # cart read (on a split network, from the cut-off side) showed less.
+    acknowledged_ever: Counter[str] = field(default_factory=Counter)
     forced_logins: int = 0
     cut_off: int = 0  # requests resent after their answer was cut off (see _send)
     samples: list[Sample] = field(default_factory=list)  # every request, for the timeline
@@ -95,6 +125,7 @@ class SimulatedShopper:
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         self.session = requests.Session()
+        self.session.mount("http://", KeepAliveAdapter())
         self.rng = random.Random(self.name)  # noqa: S311 - load shape, not security
 
     # -------------------------------------------------------------- requests
@@ -151,14 +182,17 @@ class SimulatedShopper:
 
         nginx closes idle keep-alive connections when it reloads (`scale`, the
         watchdog), and a request sent at that instant meets a reset before any
-        answer. Browsers resend such a request on a fresh connection; so does
-        this shopper, with the same Idempotency-Key, so the shop applies it at
-        most once. The same goes for an answer cut off after its headers: a
-        replica that froze between writing its headers and its body (gunicorn
-        writes them apart), whose headers nginx had already passed on, so nginx
-        could not resend it elsewhere. A browser would show that one load as
-        broken; a client that has idempotency keys resends, as this one does
-        (counted apart, in `cut_off`).
+        answer; on hosts, a load balancer that died with the request in its
+        hands is found out by a keepalive probe, which its successor at the
+        same address resets (KEEPALIVE_OPTIONS). Browsers resend such a
+        request on a fresh connection; so does this shopper, with the same
+        Idempotency-Key, so the shop applies it at most once. The same goes
+        for an answer cut off after its headers: a replica that froze between
+        writing its headers and its body (gunicorn writes them apart), whose
+        headers nginx had already passed on, so nginx could not resend it
+        elsewhere. A browser would show that one load as broken; a client that
+        has idempotency keys resends, as this one does (counted apart, in
+        `cut_off`).
         """
         url = self.base_url + path
         try:
@@ -208,6 +242,7 @@ class SimulatedShopper:
                 self.pending.append((key, body))
             return False
         self.acknowledged[product_id] += qty
+        self.acknowledged_ever[product_id] += qty
         return True
 
     def settle_one(self) -> bool:
