@@ -28,6 +28,10 @@ EVENT_COLOURS = {
 }  # fmt: skip
 
 
+# Events with the same label this close together (seconds) are drawn once.
+SAME_EVENT = 2.0
+
+
 @dataclass(frozen=True)
 class ChartFiles:
     """What `save` wrote, and a line to tell the user."""
@@ -89,8 +93,13 @@ def draw(timeline: Timeline, path: Path) -> Path:
     ax.set_ylim(0.001, top)
     span = max([s.at for s in timeline.samples] + [e.at for e in timeline.events] + [zero + 1])
     last_x, level = None, 0
+    drawn: dict[str, float] = {}
     for event in sorted(timeline.events, key=lambda e: e.at):
         x = event.at - zero
+        # On hosts a watchdog beside each nginx notes the same decision: one line.
+        if x - drawn.get(event.label, -SAME_EVENT) < SAME_EVENT:
+            continue
+        drawn[event.label] = x
         colour = EVENT_COLOURS.get(event.kind, "#555555")
         ax.axvline(x, color=colour, linestyle="--", linewidth=1.1)
         # Labels of events close together are staggered downwards, not overprinted.

@@ -12,6 +12,9 @@ process manager such as honcho:
     autoscaler.py the autoscaler process: follows the load with `scale`
                  (scalepolicy.py: its rules)
     watchdog.py  the watchdog beside each nginx: probes /readyz, takes hung replicas out
+    hosts.py     `up --hosts`: which host runs which process (netns.py makes the
+                 hosts: namespaces, links, the bridge, partitions; keepalived.py
+                 the virtual IP between the load balancers)
     status.py    probes and the data of `status --json`
     procs.py     pids, signals, waits: the helpers the tests and benchmarks share
     output.py    the status table and the merged logs; cli.py parses and prints
