@@ -11,8 +11,10 @@ cannot be made.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -31,6 +33,7 @@ from cluster_support import (
 
 from shop.cluster import netns, procs
 from shop.cluster.loadgen import LoadGenerator, LoadReport
+from shop.cluster.state import State
 from shop.cluster.timeline import EventLog, Sample
 
 UNAVAILABLE = netns.unavailable()
@@ -277,6 +280,46 @@ def test_a_partition_between_an_app_host_and_redis_costs_fast_503s_at_most(
     assert slowest.seconds <= SLOWEST, slowest
     assert report.carts_match, report.mismatches[:3]
     assert load.served_by()["shop-2"] > served_while_cut  # back in rotation
+
+
+def test_a_second_cluster_takes_the_next_24_and_down_cleans_up_after_a_crashed_up(
+    cluster: Launcher, tmp_path: Path
+) -> None:
+    """Beside the module's cluster, a second one gets its own names and the next
+    free /24. Its launcher is killed half-way through `up` (SIGKILL: no cleanup of
+    its own); `down` still removes every namespace, link and process it made,
+    from what the state file recorded before making it."""
+    first = cluster.recorded_state().network
+    second = Launcher(tmp_path / "second", hosts=True)
+    argv, env = second.command("up", "--hosts", "--replicas", "1")
+    up = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = second.workdir / "state.json"
+    net_id = netns.network_id(second.workdir)
+    try:
+
+        def store_started() -> bool:
+            state = State.from_json(state_file.read_text())
+            return state.redis is not None and state.redis.alive()
+
+        procs.wait_until(store_started, timeout=60, what="the second cluster's Redis")
+        up.kill()  # the launcher dies mid-`up`: replicas and nginx not started yet
+        up.wait(timeout=10)
+        made = second.recorded_state()
+        assert made.network.id == net_id != first.id
+        assert made.network.subnet != first.subnet
+        assert netns.first_free([first.subnet]) == made.network.subnet  # the next free /24
+        assert {f"{net_id}-app-1", f"{net_id}-switch"} <= set(netns.namespaces())
+        pids = second.recorded_pids()
+        second.run("down")
+        assert not [n for n in netns.namespaces() if n.startswith(net_id)]
+        assert not netns.link_exists(made.network.client_link)
+        assert leftovers(pids) == set()
+        assert hosts_by_name(cluster)["lb-1"]["up"]  # the first cluster never noticed
+    finally:
+        if up.poll() is None:
+            up.kill()
+        second.run("down", check=False)
+        netns.sweep(net_id)
 
 
 def test_down_leaves_no_namespace_link_bridge_or_process(

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import ha, hosts, procs, store
+from . import ha, hosts, netns, procs, store
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .output import LogFollower, console, err_console, status_table
 from .procs import ClusterError
@@ -284,6 +284,7 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         )
     status = cluster.status()
     console.print(status_table(status))
+    _say_where_the_hosts_are(cluster)
     console.print(f"The shop is at [bold cyan]{status['url']}[/]  (workdir: {cluster.workdir})")
     if args.state == STATE_MEMORY:
         console.print(
@@ -307,6 +308,20 @@ def cmd_up(cluster: Cluster, args: argparse.Namespace) -> int:
         cluster.down()
         console.print("Stopped.")
     return 0
+
+
+def _say_where_the_hosts_are(cluster: Cluster) -> None:
+    """On hosts: which /24 the cluster got, and why when it is not the first."""
+    state = cluster.workdir.load()
+    if state is None or state.network is None:
+        return
+    net = state.network
+    first = next(netns.SUPERNET.subnets(new_prefix=netns.PREFIX_LENGTH))
+    taken = "" if net.subnet == str(first) else f" ({first} and any before it are taken)"
+    console.print(
+        f"Hosts on {net.subnet}{taken}, on the bridge of namespace {net.switch}; this "
+        f"machine is the client, {net.client_address} on {net.client_link}."
+    )
 
 
 def cmd_down(cluster: Cluster, args: argparse.Namespace) -> int:
