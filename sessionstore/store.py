@@ -337,14 +337,20 @@ def _parse(flat: list[Any]) -> LoadedSession:
     """A session from HGETALL's flat field/value list (bytes, or text when the
     client decodes): tagged JSON values, metadata fields apart. Raises
     KeyError, ValueError or serializer.CorruptValue for data it cannot read."""
+    if flat and type(flat[0]) is bytes:
+        # One decode for the lot: JSON never holds a raw NUL, so the join splits
+        # back exactly, unless a session key has one (then item by item).
+        text = b"\0".join(flat).decode().split("\0")
+        flat = text if len(text) == len(flat) else [item.decode() for item in flat]
     data: dict[str, Any] = {}
     raw: dict[str, str] = {}
     created = user = None
     loads = serializer.loads
-    pairs = iter(flat)
-    for field, value in zip(pairs, pairs, strict=True):
-        if type(field) is bytes:
-            field, value = field.decode(), value.decode()
+    if len(flat) % 2:
+        raise ValueError("an odd HGETALL reply")
+    for i in range(0, len(flat), 2):
+        field = flat[i]
+        value = flat[i + 1]
         if field[:1] == META_PREFIX:
             name = session_key_of(field)
             if name is None:

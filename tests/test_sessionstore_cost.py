@@ -228,3 +228,23 @@ def test_cookies_of_neither_length_are_not_looked_up(redis_server, redis_client,
     redis_client.config_resetstat()
     assert client.get("/read").json == {}
     assert "cmdstat_evalsha" not in redis_client.info("commandstats")
+
+
+# -- the serializer's shortcut ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize(
+    "value",
+    [0, -7, 10**30, True, False, None, "plain", 'a "quote", a \\ and a\nnewline', "h\u00e9llo"],
+)
+def test_the_serializers_shortcut_writes_what_flasks_serializer_writes(value, ensure_ascii):
+    from flask.json.tag import TaggedJSONSerializer
+
+    from sessionstore import serializer
+
+    app = Flask("serializer")
+    app.json.ensure_ascii = ensure_ascii
+    with app.app_context():
+        assert serializer.dumps(value) == TaggedJSONSerializer().dumps(value)
+        assert serializer.loads(serializer.dumps(value)) == value
