@@ -45,10 +45,11 @@ class ScaleConfig:
 
 
 def synthetic_sid(number: int) -> str:
-    """A cookie id shaped like a real one (43 url-safe characters), derived from
-    `number`, so a million of them need not be kept in memory."""
+    """A cookie id shaped like a real one (44 url-safe characters, as
+    sessionstore.session.new_sid draws them), derived from `number`, so a
+    million of them need not be kept in memory."""
     digest = hashlib.sha256(f"bench-session-{number}".encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:43]
+    return base64.urlsafe_b64encode(digest + b"+").decode()[:44]
 
 
 def write_sessions(store: SessionStore, start: int, stop: int) -> None:

@@ -126,6 +126,16 @@ class RedisSession(SessionMixin):
         return self._new
 
     @property
+    def permanent(self) -> bool:
+        """Flask's ``session.permanent``: the ``_permanent`` key (as SessionMixin
+        has it, without raising and catching a KeyError on every request)."""
+        return self.data.get("_permanent", False)
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self["_permanent"] = bool(value)
+
+    @property
     def created_at(self) -> datetime | None:
         """When the session was first stored (Redis's clock), None while it is new."""
         ms = self._created_ms

@@ -37,7 +37,7 @@ from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession
 
-from sessionstore.interface import SessionIdCookie
+from sessionstore.interface import SessionIdCookie, vary_on_cookie
 from sessionstore.session import is_well_formed_sid, new_sid
 
 from . import atomic, catalog
@@ -256,7 +256,7 @@ class MemorySessionInterface(SessionIdCookie):
         if not isinstance(session, MemorySession):
             return
         if session.accessed:
-            response.vary.add("Cookie")
+            vary_on_cookie(response)
         if session.destroyed or (session.sid and not session and session.modified):
             with self._lock:
                 self._sessions.pop(session.sid or "", None)
