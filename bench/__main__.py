@@ -1,8 +1,8 @@
 """`python -m bench`: the one command that runs the benchmarks and writes RESULTS.md.
 
-.venv/bin/python -m bench run            # everything (about 8 minutes)
-.venv/bin/python -m bench run --quick    # short runs, no million-session test
-.venv/bin/python -m bench sessions|shop|scale [options]   # one section
+.venv/bin/python -m bench run            # everything (about 25 minutes)
+.venv/bin/python -m bench run --quick    # short runs, no callgrind, no million sessions
+.venv/bin/python -m bench sessions|shop|instructions|scale [options]   # one section
 .venv/bin/python -m bench report         # re-render RESULTS.md and the chart
 """
 
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from . import report
 from .apps import VARIANTS
+from .instructions import run_instructions
 from .scale import DEFAULT_COUNTS, ScaleConfig, run_scale
 from .sessions import SessionBenchConfig, run_sessions, targets
 from .shop import BASELINE_COMMIT, ShopBenchConfig, run_shop
@@ -96,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
     common(shop)
     baseline(shop)
     shop.add_argument("--replicas", type=_ints, default=(1, 2, 3), help="e.g. 1,2,3")
+    ins = sub.add_parser(
+        "instructions",
+        help="CPU instructions (callgrind) and system calls (strace) per request, in process",
+    )
+    ins.add_argument("--workdir", type=Path, help="where redis keeps its files (default: temp)")
+    ins.add_argument("--output-dir", type=Path, help=argparse.SUPPRESS)
+    ins.add_argument("--no-report", action="store_true", help="do not rewrite RESULTS.md")
     scale = sub.add_parser("scale", help="a million sessions: memory and read latency")
     scale.add_argument("--counts", type=_ints, default=DEFAULT_COUNTS, help="e.g. 10000,100000")
     scale.add_argument("--workdir", type=Path, help="where redis keeps its files (default: temp)")
@@ -150,6 +158,12 @@ def do_shop(args: argparse.Namespace, workdir: Path) -> None:
                 f"{c['replicas']:.2f}/{c['nginx']:.2f}/{c['redis']:.2f}",
             )
     console.print(table)
+
+
+def do_instructions(args: argparse.Namespace, workdir: Path) -> None:
+    with live_progress("instructions") as step:
+        result = run_instructions(workdir / "instructions", step)
+    report.save("instructions", result | {"command": args.command_line}, args.results_dir)
 
 
 def do_scale(args: argparse.Namespace, workdir: Path) -> None:
@@ -218,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.command == "shop":
                     raise
                 console.log(f"[red]shop benchmark failed, skipped: {exc}")
+        if args.command == "instructions" or (args.command == "run" and not args.quick):
+            do_instructions(args, workdir)
         if args.command == "scale" or (args.command == "run" and not args.quick):
             do_scale(args if args.command == "scale" else _scale_args(args), workdir)
     if not args.no_report:

@@ -103,7 +103,11 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def targets_section(sessions: dict[str, Any] | None, shop: dict[str, Any] | None) -> str:
+def targets_section(
+    sessions: dict[str, Any] | None,
+    shop: dict[str, Any] | None,
+    instructions: dict[str, Any] | None = None,
+) -> str:
     """Issue 16's goals against the figures below (printed, not asserted)."""
     from .sessions import targets
 
@@ -424,7 +428,13 @@ def shop_section(data: dict[str, Any]) -> str:
 def render(results_dir: Path = RESULTS_DIR) -> str:
     """RESULTS.md from whatever sections have results."""
     meta = None
-    parts = [targets_section(load("sessions", results_dir), load("shop", results_dir))]
+    parts = [
+        targets_section(
+            load("sessions", results_dir),
+            load("shop", results_dir),
+            load("instructions", results_dir),
+        )
+    ]
     for name, section in (
         ("sessions", sessions_section),
         ("shop", shop_section),

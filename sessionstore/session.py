@@ -147,6 +147,13 @@ class RedisSession(SessionMixin):
             self._handed_out[key] = _fingerprint(value)
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """As dict.get (MutableMapping's goes through a KeyError when the key is missing)."""
+        data = self._data if self._data is not None else self.data
+        if key not in data:
+            return default
+        return self[key]
+
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
         self._assigned.add(key)

@@ -20,7 +20,7 @@ import redis
 
 from . import serializer
 from .errors import TRANSIENT_REDIS_ERRORS, NotReplicated, StoreUnavailable
-from .keys import META_CREATED, META_PREFIX, META_USER, KeySpace, field_name, session_key_of
+from .keys import META_CREATED, META_PREFIX, META_USER, KeySpace, field_name
 from .scripts import NO_WAIT, Durability, LuaScript, evalsha, round_trips
 
 log = logging.getLogger(__name__)
@@ -351,16 +351,15 @@ def _parse(flat: list[Any]) -> LoadedSession:
     for i in range(0, len(flat), 2):
         field = flat[i]
         value = flat[i + 1]
-        if field[:1] == META_PREFIX:
-            name = session_key_of(field)
-            if name is None:
+        name = field
+        if field[:1] == META_PREFIX:  # keys.session_key_of, inlined: this is every request
+            if field[1:2] != META_PREFIX:
                 if field == META_CREATED:
                     created = int(value)
                 elif field == META_USER:
                     user = value
                 continue
-        else:
-            name = field
+            name = field[1:]
         raw[field] = value
         data[name] = loads(value)
     if created is None:
