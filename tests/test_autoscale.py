@@ -242,7 +242,7 @@ def test_replicas_follow_a_low_high_low_load_ramp_without_a_failed_request(
 
 def record(cluster: Launcher) -> dict:
     """The autoscaler's record in Redis, as `status` reads it (in-process: cheap)."""
-    return autoscale_record(cluster.recorded_state().redis)
+    return autoscale_record(cluster.recorded_state().redis, cluster.redis_password)
 
 
 def reading(cluster: Launcher) -> dict | None:

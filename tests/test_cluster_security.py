@@ -26,6 +26,7 @@ import requests
 from cluster_support import Launcher, running_cluster
 from shop_support import gunicorn_replica
 
+from shop import worker
 from shop.cluster import procs
 from shop.worker import loopback_peer_uid
 
@@ -184,8 +185,11 @@ def test_the_kernel_names_the_owner_of_a_loopback_connection():
     client = socket.create_connection(server.getsockname(), timeout=5)
     accepted, peer = server.accept()
     with server, client, accepted:
-        assert loopback_peer_uid(peer, accepted.getsockname()) == os.getuid()
-        assert client.getsockname() == peer
+        local = accepted.getsockname()
+        assert loopback_peer_uid(peer, local) == os.getuid()
+        # The same from /proc/net/tcp, where netlink is not allowed.
+        assert worker._proc_uid(peer, local) == os.getuid()
+        assert loopback_peer_uid((procs.LOOPBACK, 1), local) is None  # no such socket
 
 
 @pytest.mark.cluster

@@ -68,7 +68,8 @@ class DecisionFeed:
         self.seen: list[dict[str, Any]] = []
 
     def record(self) -> dict[str, Any]:
-        return status.autoscale_record(store.data_node(self.cluster.workdir.running()))
+        state = self.cluster.workdir.running()
+        return status.autoscale_record(store.data_node(state), state.redis_password)
 
     def poll(self) -> int:
         """Print the new decisions; return the replicas the latest one left (or, before

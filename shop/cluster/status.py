@@ -137,7 +137,8 @@ def autoscale(state: State, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _redis(node: Proc, password: str | None = None) -> redis.Redis:
+def _redis(node: Proc, password: str) -> redis.Redis:
+    """A client of Redis `node`; `password` is the cluster's ("" for none)."""
     return redis.Redis(
         host=node.address,
         port=node.port,
@@ -148,7 +149,7 @@ def _redis(node: Proc, password: str | None = None) -> redis.Redis:
     )
 
 
-def heartbeats(node: Proc, password: str | None = None) -> dict[str, Any]:
+def heartbeats(node: Proc, password: str) -> dict[str, Any]:
     """The replicas' heartbeats by name, read from Redis `node` (empty if it cannot be read)."""
     from shop import heartbeat  # Redis only, no Flask app: the launcher still never runs the app
 
@@ -161,7 +162,7 @@ def heartbeats(node: Proc, password: str | None = None) -> dict[str, Any]:
         client.close()
 
 
-def autoscale_record(node: Proc | None, password: str | None = None) -> dict[str, Any]:
+def autoscale_record(node: Proc | None, password: str) -> dict[str, Any]:
     """The autoscaler's reading and latest decisions from Redis `node`
     (shop/scalelog.py); none of either if it cannot be read."""
     if node is None:
