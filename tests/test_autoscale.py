@@ -335,6 +335,7 @@ def test_demo_autoscale_tells_the_crowd_story_and_puts_the_cluster_back(
         (["autoscale", "1:99"], "at most 32"),
         (["autoscale", "1:3", "--target", "0"], "above 0"),
         (["up", "--autoscale", "1:3", "--replicas", "5"], "outside --autoscale 1:3"),
+        (["up", "--hosts", "--autoscale", "1:3"], "not available with --hosts"),
     ],
 )
 def test_bad_ranges_are_refused_clearly_and_start_nothing(
