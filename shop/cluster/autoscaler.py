@@ -94,7 +94,10 @@ class Autoscaler:
             state = self.current_state()
             if state is None:
                 break
-            self.round(state)
+            try:
+                self.round(state)
+            except Exception:  # a control loop outlives a bad round; its log has the trace
+                log.exception("this round failed; going on")
             stop.wait(max(0.0, SAMPLE_INTERVAL - (time.monotonic() - started)))
         self.record({"action": "off", "reason": "autoscaling off: the replicas stay as they are"})
         self._with_redis(scalelog.withdraw)
