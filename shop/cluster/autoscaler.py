@@ -240,7 +240,7 @@ def spawn(workdir: Workdir, proc: Proc, state: State) -> None:
         if popen.poll() is not None:
             tail = procs.tail(log_path)
             raise ClusterError(f"the autoscaler exited at start; see {log_path}:\n{tail}")
-        reading = status.autoscale_record(store.data_node(state), state.redis_password)["reading"]
+        reading = status.cluster_autoscale_record(state)["reading"]
         return bool(reading and reading.get("pid") == popen.pid)
 
     procs.wait_for(started, f"the autoscaler to start (log: {log_path})", timeout=START_TIMEOUT)

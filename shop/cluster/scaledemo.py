@@ -35,7 +35,7 @@ from rich.table import Table
 
 from shop import scalelog
 
-from . import procs, status, store
+from . import procs, status
 from .demo import Narrator, background_load, summary
 from .launcher import Cluster
 from .loadgen import LoadGenerator, LoadReport, RequestFailed, SimulatedShopper
@@ -68,8 +68,7 @@ class DecisionFeed:
         self.seen: list[dict[str, Any]] = []
 
     def record(self) -> dict[str, Any]:
-        state = self.cluster.workdir.running()
-        return status.autoscale_record(store.data_node(state), state.redis_password)
+        return status.cluster_autoscale_record(self.cluster.workdir.running())
 
     def poll(self) -> int:
         """Print the new decisions; return the replicas the latest one left (or, before

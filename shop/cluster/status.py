@@ -162,6 +162,12 @@ def heartbeats(node: Proc, password: str) -> dict[str, Any]:
         client.close()
 
 
+def cluster_autoscale_record(state: State) -> dict[str, Any]:
+    """The autoscaler's record of `state`'s cluster, from the node that holds its
+    data now, with the cluster's password (for the launcher, the demo, the tests)."""
+    return autoscale_record(store.data_node(state), state.redis_password)
+
+
 def autoscale_record(node: Proc | None, password: str) -> dict[str, Any]:
     """The autoscaler's reading and latest decisions from Redis `node`
     (shop/scalelog.py); none of either if it cannot be read."""
