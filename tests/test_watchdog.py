@@ -174,3 +174,36 @@ def test_the_watchdog_runs_from_a_spec_alone_and_keeps_nginx_in_step(
         procs.stop_process(guard.pid, timeout=10)
         procs.stop_process(nginx.pid, timeout=10)
     assert "stopping" in (tmp_path / "logs" / "wd.log").read_text()  # SIGTERM: a clean exit
+
+
+def test_a_scale_saved_while_the_watchdog_takes_a_replica_out_is_adopted(
+    tmp_path: Path, replica_process
+) -> None:
+    """The launcher's `scale` and the watchdog write the same spec, under one lock:
+    a replica the launcher adds between the watchdog's reading of the spec and its
+    own `take_out` comes back to the watchdog with that take_out, and is watched
+    from then on (it once came unrecorded, and the next round died on it)."""
+    ports = {name: replica_process(name)[1] for name in ("one", "two", "three")}
+    (tmp_path / "logs").mkdir()
+
+    def saved(*names: str) -> nginxconf.Balancer:  # as the launcher saves it
+        servers = {name: f"127.0.0.1:{ports[name]}" for name in names}
+        return nginxconf.configure(
+            nginxconf.Balancer(
+                settings=nginxconf.local_settings(
+                    prefix=tmp_path, listen=f"127.0.0.1:{procs.free_port()}",
+                    servers=list(servers.values()), log_dir=tmp_path / "logs",
+                ),
+                replicas=servers, prefix=tmp_path, conf=tmp_path / "nginx.conf",
+                error_log=tmp_path / "logs" / "e.log",
+            )
+        )  # fmt: skip
+
+    guard = watchdog.Watchdog(saved("one", "two").spec_file)
+    saved("one", "two", "three")  # `scale 3`, before the watchdog's next round
+    guard.apply({"two"})
+    assert set(guard.health) == {"one", "two", "three"}
+    assert nginxconf.Balancer.load(guard.spec_file).out == ["two"]
+    guard.round()  # probes all three, "two" among them ready again
+    assert set(guard.health) == {"one", "two", "three"}
+    assert any(d["text"] == "now watching one, two, three" for d in guard.decisions)

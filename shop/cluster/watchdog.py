@@ -228,6 +228,13 @@ class Watchdog:
             log.warning("cannot read %s (%s); keeping the replicas I know", self.spec_file, exc)
             return
         self.spec_mtime = mtime
+        self.adopt(balancer)
+
+    def adopt(self, balancer: nginxconf.Balancer) -> None:
+        """Watch `balancer`, the spec as saved now: a health record for each replica
+        the launcher added, none for those it removed. Whoever read the spec last
+        (this watchdog's `follow_spec`, or its own `take_out`, which may find a
+        `scale` saved meanwhile) hands it here, so no replica goes unrecorded."""
         before = set(self.replicas)
         self.balancer = balancer
         for name in set(self.replicas) - before:
@@ -240,15 +247,17 @@ class Watchdog:
     def apply(self, out: set[str]) -> None:
         """Render nginx's config with `out` down and reload it; say what changed and why."""
         started = time.monotonic()
-        went_out = sorted(out - set(self.balancer.out))
-        came_in = sorted(set(self.balancer.out) - out)
+        out_before = set(self.balancer.out)
         try:
-            self.balancer = nginxconf.take_out(self.spec_file, out)
+            self.adopt(nginxconf.take_out(self.spec_file, out))
             self.spec_mtime = self.spec_file.stat().st_mtime_ns
             reloaded = self.reload_nginx()
         except (ClusterError, OSError, ValueError) as exc:
             self.decide(f"could not change nginx's rotation ({exc}); trying again next round")
             return
+        # Among the replicas there now: a `scale` may have come between.
+        went_out = sorted(set(self.balancer.out) - out_before)
+        came_in = sorted((out_before - set(self.balancer.out)) & set(self.replicas))
         took = f"nginx reloaded in {(time.monotonic() - started) * 1000:.0f} ms"
         if not reloaded:
             took = "nginx is not running or did not reload: its config is written for its start"
