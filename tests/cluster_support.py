@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import failure_report
 import pytest
 import requests
 
@@ -116,6 +117,31 @@ class Launcher:
         ]
         return {p["pid"] for p in procs_ if p["pid"]}
 
+    def diagnostics(self) -> str:
+        """The cluster as a failed test's report shows it (tests/failure_report.py):
+        `status`; with an HA store each node's INFO replication and each
+        Sentinel's view; the tail of every log in the workdir."""
+        parts = [failure_report.section("shop-cluster status", self._status_text)]
+        if (self.workdir / "state.json").exists():
+            state = self.recorded_state()
+            state.redis_password = self.redis_password
+            if state.redis_nodes:
+                parts.append(
+                    failure_report.section("the HA store", lambda: failure_report.ha_store(state))
+                )
+        logs = [
+            self.workdir / "events.jsonl",
+            *sorted(self.workdir.glob("*/redis.log")),
+            *sorted(self.workdir.glob("*/sentinel.log")),
+            *sorted((self.workdir / "logs").glob("*.log")),
+        ]
+        parts.append(failure_report.section("logs", lambda: failure_report.logs(logs)))
+        return "\n".join(parts)
+
+    def _status_text(self) -> str:
+        result = self.run("status", check=False, timeout=30)
+        return result.stdout + result.stderr
+
 
 def leftovers(pids: set[int]) -> set[int]:
     """Processes still running among `pids` and in their process groups (gunicorn workers)."""
@@ -134,7 +160,11 @@ def running_cluster(
     launcher = Launcher(workdir, hosts=hosts)
     seen: set[int] = set()
     try:
-        launcher.up(replicas, redis, *options)
+        try:
+            launcher.up(replicas, redis, *options)
+        except Exception:
+            print(launcher.diagnostics())  # shown with the failure: why `up` failed
+            raise
         yield launcher
     finally:
         if (workdir / "state.json").exists():

@@ -21,6 +21,25 @@ from shop.cluster import ha, procs
 REDIS_FIXTURES = frozenset({"redis_server", "own_redis"})
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report shows the state of every server fixture it used
+    (any fixture value with a `diagnostics()` method: tests/failure_report.py),
+    taken at the failure, so that a CI failure explains itself."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        describe = getattr(value, "diagnostics", None)
+        if callable(describe):
+            try:
+                text = describe()
+            except Exception as exc:  # noqa: BLE001 - the failure itself must still be reported
+                text = f"(could not describe {name}: {exc!r})"
+            report.sections.append((f"{name} at the failure ({report.when})", text))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs a real redis-server (directly or through another
     fixture) as `integration`, so the marker cannot be forgotten in a module."""

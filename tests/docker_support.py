@@ -49,6 +49,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import failure_report
+
 from shop.cluster import procs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +79,10 @@ HA_PROFILE_ENV = {
     "SESSION_REPLICA_ACKS": "1",
     "REDIS_MIN_REPLICAS_TO_WRITE": "1",  # the nodes' write guard (docker-compose.yml)
 }
+
+# The ha profile's Redis nodes and Sentinels (docker-compose.yml).
+HA_NODES = ("redis", "redis-2", "redis-3")
+HA_SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 
 # Bounds, each with its reason.
 DEBOOTSTRAP_TIMEOUT = 900  # about a minute here; a slow mirror gets much longer
@@ -642,6 +648,69 @@ class Compose:
 
         procs.wait_until(healthy, timeout=timeout, interval=1, what=f"healthy: {expected}")
 
+    def diagnostics(self) -> str:
+        """The project as a failed test's report shows it (tests/failure_report.py):
+        each container's state and health (with its last health checks when it
+        is not healthy), with the ha profile what each Sentinel and node says,
+        and the last lines of every container's log."""
+        return "\n".join(
+            [
+                failure_report.section("containers", self._container_states),
+                *(
+                    [failure_report.section("the HA store", self._ha_store)]
+                    if self.containers("sentinel-1")
+                    else []
+                ),
+                failure_report.section("logs", self._log_tails),
+            ]
+        )
+
+    def _container_states(self) -> str:
+        lines = []
+        for container in self.containers(all_states=True):
+            state = container["State"]
+            health = state.get("Health") or {}
+            service = container["Config"]["Labels"].get("com.docker.compose.service")
+            lines.append(
+                f"{service} {container['Name'].lstrip('/')} {container['Config']['Hostname']} "
+                f"{state['Status']} (exit {state.get('ExitCode')}) "
+                f"health={health.get('Status', 'none')}"
+            )
+            if health and health.get("Status") != "healthy":
+                lines += [
+                    f"    check {check.get('Start', '')[:23]}: exit {check.get('ExitCode')} "
+                    f"{check.get('Output', '').strip()[:200]}"
+                    for check in health.get("Log", [])[-3:]
+                ]
+        return "\n".join(lines) or "(no container)"
+
+    def _ha_store(self) -> str:
+        """INFO replication of each node and each Sentinel's view, asked inside
+        the containers (redis-cli reads the password from REDISCLI_AUTH there)."""
+        lines = []
+        for service, command in [
+            *((n, ("redis-cli", "info", "replication")) for n in HA_NODES),
+            *(
+                (s, ("redis-cli", "-p", "26379", *question))
+                for s in HA_SENTINELS
+                for question in (("sentinel", "master", "shop"), ("sentinel", "replicas", "shop"))
+            ),
+        ]:
+            for container in self.containers(service):
+                result = self.engine.cli(
+                    "exec", container["Id"], *command, check=False, timeout=15
+                )
+                answer = " ".join((result.stdout + result.stderr).split())
+                lines.append(f"{service} {' '.join(command[1:])}: {answer[:1500]}")
+        return "\n".join(lines)
+
+    def _log_tails(self) -> str:
+        result = self.run(
+            "--profile", "ha", "logs", "--no-color", "--tail", str(failure_report.LOG_LINES),
+            check=False, timeout=60,
+        )  # fmt: skip
+        return result.stdout + result.stderr
+
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, networks and volumes of this project that still exist."""
         label = f"label=com.docker.compose.project={self.project}"
@@ -676,5 +745,11 @@ def compose_project(
     compose = Compose(engine, f"shoptest{index}", variables)
     try:
         yield compose
+    except Exception:
+        # A failed `up` in a fixture, or a failure in a test's own `with`
+        # block: shown with the failure (a fixture's value is described by
+        # conftest's report hook instead).
+        print(compose.diagnostics())
+        raise
     finally:
         compose.down()

@@ -11,15 +11,20 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from docker_support import HA_PROFILE_ENV, Compose, PrivateDocker, compose_project
+from docker_support import (
+    HA_NODES,
+    HA_PROFILE_ENV,
+    HA_SENTINELS,
+    Compose,
+    PrivateDocker,
+    compose_project,
+)
 
 from shop.cluster import procs
 from shop.cluster.loadgen import LoadGenerator, SimulatedShopper
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-NODES = ("redis", "redis-2", "redis-3")
-SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 WRITES_RESUME_WITHIN = 10.0  # seconds after the kill (issue 14)
 SHOPPERS = 6
 FAST = 3.0  # no failed request may take longer than this (seconds)
@@ -62,7 +67,7 @@ def ha_stack(docker_engine: PrivateDocker) -> Iterator[Compose]:
     with compose_project(docker_engine, 1, HA_PROFILE_ENV) as compose:
         compose.run("--profile", "ha", "up", "--build", "--detach", "--scale", "shop=2")
         compose.wait_healthy(
-            {"shop": 2, "nginx": 1, **{n: 1 for n in NODES}, **{s: 1 for s in SENTINELS}}
+            {"shop": 2, "nginx": 1, **{n: 1 for n in HA_NODES}, **{s: 1 for s in HA_SENTINELS}}
         )
         procs.wait_until(
             lambda: (
@@ -79,7 +84,7 @@ def ha_stack(docker_engine: PrivateDocker) -> Iterator[Compose]:
 
 def test_the_ha_profile_runs_every_redis_container_it_starts(ha_stack: Compose) -> None:
     running = {c["Config"]["Labels"]["com.docker.compose.service"] for c in ha_stack.containers()}
-    assert running == {"shop", "nginx", *NODES, *SENTINELS}
+    assert running == {"shop", "nginx", *HA_NODES, *HA_SENTINELS}
     # The always-on `redis` is the primary, not a node left idle beside the topology.
     assert primary(ha_stack) == "redis"
     assert healthy_replicas(ha_stack) == {"redis-2", "redis-3"}
@@ -136,7 +141,7 @@ def test_killing_the_primary_container_loses_no_acknowledged_write(
     # `up` starts the killed container again: it rejoins as a replica.
     ha_stack.run("--profile", "ha", "up", "--detach", "--scale", "shop=2")
     procs.wait_until(
-        lambda: healthy_replicas(ha_stack) == set(NODES) - {new_primary},
+        lambda: healthy_replicas(ha_stack) == set(HA_NODES) - {new_primary},
         timeout=60,
         interval=0.5,
         what=f"{old} to rejoin as a replica of {new_primary}",
