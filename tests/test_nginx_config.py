@@ -1,8 +1,8 @@
 """The load balancer's configuration: both renderings pass `nginx -t`, the
 committed Docker rendering is fresh, and a real nginx started from the local
 rendering retries a dead replica, stamps an Idempotency-Key on requests, gives
-up on a hung replica after its bounded read timeout and sends nothing to a
-replica marked down."""
+up on a hung replica after its bounded read timeout, and sends a replica the
+watchdog took out nothing while one in rotation answers."""
 
 from __future__ import annotations
 
@@ -398,21 +398,48 @@ def test_a_hung_replica_costs_a_request_the_read_timeout_then_another_answers(
     assert bound - 0.2 <= max(timings) <= bound + 1.5
 
 
-def test_a_server_marked_down_gets_no_request(tmp_path: Path, echo_replica: int) -> None:
+def test_a_server_taken_out_gets_no_request_while_one_in_rotation_answers(
+    tmp_path: Path, echo_replica: int
+) -> None:
     other = ThreadingHTTPServer((procs.LOOPBACK, 0), EchoHandler)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         settings = settings_for(tmp_path, [echo_replica, other.server_address[1]])
-        down = settings.servers[1]
-        text = nginxconf.render(replace(settings, down=[down]))
-        assert re.search(rf"server {re.escape(down)} max_fails=1 fail_timeout=5s down;", text)
+        out = settings.servers[1]
+        text = nginxconf.render(replace(settings, down=[out]))
+        assert re.search(rf"server {re.escape(out)} max_fails=1 fail_timeout=5s backup;", text)
         assert "failed its readiness probe" in text  # the reason is in the file
-        with running_nginx(tmp_path, replace(settings, down=[down])) as url:
+        with running_nginx(tmp_path, replace(settings, down=[out])) as url:
             for _ in range(6):
                 assert requests.get(f"{url}/api/products", timeout=10).status_code == 200
         log = (tmp_path / "logs" / "nginx-access.log").read_text()
         assert f"upstream={settings.servers[0]} " in log
-        assert down not in log
+        assert out not in log
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_a_server_taken_out_answers_when_every_one_in_rotation_fails(
+    tmp_path: Path, echo_replica: int
+) -> None:
+    """The watchdog took a slow replica out; the only one left in rotation then
+    crashed before the next probe: nginx tries the one taken out, no 502."""
+    crashed = procs.free_port()  # nothing listens: connection refused
+    settings = settings_for(tmp_path, [crashed, echo_replica])
+    out = settings.servers[1]
+    with running_nginx(tmp_path, replace(settings, down=[out])) as url:
+        for _ in range(4):
+            assert requests.get(f"{url}/api/products", timeout=10).status_code == 200
+    log = (tmp_path / "logs" / "nginx-access.log").read_text()
+    assert f"upstream={out} " in log or f", {out} " in log
+
+
+def test_with_sticky_routing_a_server_taken_out_is_down(tmp_path: Path) -> None:
+    """Hash balancing takes no backup servers: nginx -t would refuse the config."""
+    settings = replace(settings_for(tmp_path, [18001, 18002]), sticky=True)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginxconf.render(replace(settings, down=[settings.servers[1]])))
+    assert f"server {settings.servers[1]} max_fails=1 fail_timeout=5s down;" in conf.read_text()
+    nginx_test(tmp_path, conf)

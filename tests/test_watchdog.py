@@ -155,7 +155,7 @@ def test_the_watchdog_runs_from_a_spec_alone_and_keeps_nginx_in_step(
         frozen = time.monotonic()
         procs.wait_until(lambda: out() == ["two"], timeout=10, what="two out of rotation")
         took_out = time.monotonic() - frozen
-        assert "down;" in balancer.conf.read_text()
+        assert "backup;" in balancer.conf.read_text()
         assert served() == {"one"}  # nobody waits on the frozen one any more
         os.kill(two.pid, signal.SIGCONT)
         thawed = time.monotonic()

@@ -102,7 +102,10 @@ class NginxSettings:
     error_log: str = ""
     run_as_user: str | None = None
     worker_processes: int = 2
-    down: Sequence[str] = ()  # servers out of rotation (rendered with the `down` flag)
+    # Servers out of rotation (the watchdog's verdict): rendered as `backup`, so
+    # nginx tries them only when every replica in rotation fails (with sticky,
+    # whose hash balancing takes no backup servers, as `down`).
+    down: Sequence[str] = ()
 
 
 def template_environment() -> jinja2.Environment:
@@ -266,7 +269,7 @@ class Balancer:
         return self.prefix / WATCHDOG_STATUS_NAME
 
     def rendered(self) -> str:
-        """The config: the settings with these replicas, those out marked `down`."""
+        """The config: the settings with these replicas, those out as backup servers."""
         return render(
             replace(
                 self.settings,

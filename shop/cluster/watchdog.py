@@ -11,12 +11,14 @@ shopper a stall every few seconds for as long as it hangs. It also never
 learns of a replica that answers but cannot serve (a 503 because it cannot
 reach Redis), since a 503 is not retried. Kubernetes solves this with
 readiness probes; this is the same idea for a plain nginx: probe every
-replica's /readyz, and re-render nginx's upstream with `down` on the failing
-ones and reload it. A reload (SIGHUP) is graceful: new workers start with the
-new config, old ones finish what they have, so nothing in flight is cut. It
-was chosen over nginx modules with active checks (not in Debian's nginx, and
-the same config must serve the official Docker image) and over nginx Plus's
-API (not open source).
+replica's /readyz, and re-render nginx's upstream with the failing ones as
+`backup` servers and reload it. A backup gets no request while a replica in
+rotation answers, and is tried at once when all of them fail (the last one
+crashed between two probes). A reload (SIGHUP) is graceful: new workers start
+with the new config, old ones finish what they have, so nothing in flight is
+cut. It was chosen over nginx modules with active checks (not in Debian's
+nginx, and the same config must serve the official Docker image) and over
+nginx Plus's API (not open source).
 
 The rules, applied every round to what the probes said:
 - A replica that fails FALL probes in a row is failing; one that passes RISE
@@ -428,7 +430,7 @@ def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shop.cluster.watchdog",
         description="Probe every replica of one nginx (/readyz) and keep failing ones out of "
-        "its rotation: re-render its config with `down` and reload it.",
+        "its rotation: re-render its config with them as backup servers and reload it.",
     )
     parser.add_argument("spec", type=Path, help="the balancer's spec (nginx/balancer.json)")
     parser.add_argument("--interval", type=float, default=INTERVAL, help=f"seconds between "
