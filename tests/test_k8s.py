@@ -28,7 +28,7 @@ import yaml
 from test_nginx_config import EchoHandler, nginx_argv, nginx_test
 
 from sessionstore import parse_sentinel_url
-from shop.cluster import nginxconf, procs
+from shop.cluster import ha, nginxconf, procs
 from shop.cluster.ha import DEFAULT_ACKS as HA_ACKS
 
 pytestmark = pytest.mark.static
@@ -78,6 +78,30 @@ def env_of(objects: list[k8s.Obj], workload: str, container: str) -> dict[str, s
         if c["name"] == container
     ]
     return {v["name"]: v.get("value") for v in found.get("env", [])}
+
+
+def config_map_env(objects: list[k8s.Obj], container: k8s.Obj) -> dict[str, str]:
+    """What the container's envFrom ConfigMaps put in its environment."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(k8s.find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    return env
+
+
+def redis_node_container(objects: list[k8s.Obj]) -> k8s.Obj:
+    (node,) = [c for c in k8s.containers(k8s.find(objects, "StatefulSet", "redis"))
+               if c["name"] == "redis"]  # fmt: skip
+    return node
+
+
+def ha_start_script(objects: list[k8s.Obj]) -> str:
+    (script,) = [
+        c["data"]["redis-ha.sh"]
+        for c in k8s.of_kind(objects, "ConfigMap")
+        if "redis-ha.sh" in c.get("data", {})
+    ]
+    return script
 
 
 # ------------------------------------------------------------------ rendering
@@ -163,6 +187,11 @@ def test_dev_runs_one_redis_and_the_shop_uses_it(rendered: dict[str, list[k8s.Ob
     env = env_of(objects, "shop", "shop")
     assert env["REDIS_URL"] == "redis://:$(REDIS_PASSWORD)@redis:6379/0"
     assert "SHOP_REPLICA_ACKS" not in env  # nothing to acknowledge with no replica
+    # Nor a write guard: with min-replicas-to-write 1 the lone Redis would refuse every write.
+    node = redis_node_container(objects)
+    assert node["command"] == ["redis-server"]
+    assert not [a for a in node["args"] if a.startswith("--min-replicas")]
+    assert "REDIS_MIN_REPLICAS_TO_WRITE" not in config_map_env(objects, node)
 
 
 def test_ha_runs_a_primary_two_replicas_and_three_sentinels_as_the_launcher_does(
@@ -202,13 +231,37 @@ def test_ha_runs_a_primary_two_replicas_and_three_sentinels_as_the_launcher_does
     assert k8s.find(objects, "PodDisruptionBudget", "redis")["spec"]["maxUnavailable"] == 1
 
 
+def test_ha_redis_nodes_refuse_writes_no_replica_can_acknowledge_as_the_launcher_does(
+    rendered: dict[str, list[k8s.Obj]],
+) -> None:
+    """Every ha node runs with Redis's write guard at `--redis ha`'s values (any node
+    may become primary), asking exactly what the shop's WAIT asks. That redis-ha.sh
+    hands them to the running redis-server is shown by tests/test_k8s_redis_ha.py."""
+    objects = rendered["ha"]
+    node = redis_node_container(objects)
+    settings = config_map_env(objects, node)
+    guard = {
+        "min-replicas-to-write": settings.get("REDIS_MIN_REPLICAS_TO_WRITE"),
+        "min-replicas-max-lag": settings.get("REDIS_MIN_REPLICAS_MAX_LAG"),
+    }
+    assert guard == {
+        name: value for name, value in ha.NODE_SETTINGS.items() if name.startswith("min-replicas")
+    }
+    script = ha_start_script(objects)
+    assert '--min-replicas-to-write "$REDIS_MIN_REPLICAS_TO_WRITE"' in script
+    assert '--min-replicas-max-lag "$REDIS_MIN_REPLICAS_MAX_LAG"' in script
+    # The guard asks what WAIT asks: it refuses no write WAIT would let through...
+    env = env_of(objects, "shop", "shop")
+    assert {int(env[name]) for name in HA_ACKS} == {int(guard["min-replicas-to-write"])}
+    # ...and with one node lost, enough replicas are left to satisfy both.
+    replicas = k8s.find(objects, "StatefulSet", "redis")["spec"]["replicas"] - 1
+    assert 1 <= int(guard["min-replicas-to-write"]) <= replicas - 1
+
+
 def test_ha_start_script_is_valid_shell(rendered: dict[str, list[k8s.Obj]]) -> None:
-    (scripts,) = [
-        c for c in k8s.of_kind(rendered["ha"], "ConfigMap") if "redis-ha.sh" in c.get("data", {})
-    ]
     result = subprocess.run(
         ["sh", "-n"],
-        input=scripts["data"]["redis-ha.sh"],
+        input=ha_start_script(rendered["ha"]),
         capture_output=True,
         text=True,
         timeout=30,

@@ -9,12 +9,15 @@ with the rendered settings and the rendered redis-server arguments, for the
 Redis node and for the Sentinel. Real redis-server, real Sentinels.
 
 What it shows: the first start makes redis-0 the primary with two replicas
-and three Sentinels; losing redis-0's node (both its processes SIGKILLed)
+and three Sentinels, every node with `--redis ha`'s write guard
+(min-replicas-to-write); losing redis-0's node (both its processes SIGKILLed)
 promotes a replica, and an acknowledged write survives; redis-0 restarted
 comes back as a replica of the new primary (asked of the Sentinels), never as a
-second primary; and after every process is killed and restarted together, the
-promoted node is still the primary (each pod's Sentinel config on its volume
-remembers it), so the old data of redis-0 never wins.
+second primary; with both replicas' nodes gone, the primary refuses a write
+(NOREPLICAS, nothing written) and still serves reads; and after every process
+is killed and restarted together, the promoted node is still the primary (each
+pod's Sentinel config on its volume remembers it), so the old data of redis-0
+never wins.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import k8s_support as k8s
 import pytest
 import redis
 
-from shop.cluster import procs
+from shop.cluster import ha, procs
 
 pytestmark = pytest.mark.integration
 
@@ -139,12 +142,13 @@ class HaPods:
             argv = ["ip", "netns", "exec", pod.netns, "unshare", "--mount", "sh", "-c", inner]
             pod.processes[role] = procs.spawn(argv, log_path=pod.folder / f"{role}.log", env=env)
 
-    def kill(self, pod: Pod) -> None:
-        """The pod's node is lost: both its processes die at once."""
-        for process in pod.processes.values():
-            procs.signal_group(process.pid, signal.SIGKILL)
-            process.wait(timeout=COMMAND_TIMEOUT_S)
-        pod.processes.clear()
+    def kill(self, pod: Pod, roles: tuple[str, ...] = ("node", "sentinel")) -> None:
+        """The pod's node is lost (by default): its processes die at once."""
+        for role in roles:
+            process = pod.processes.pop(role, None)
+            if process is not None:
+                procs.signal_group(process.pid, signal.SIGKILL)
+                process.wait(timeout=COMMAND_TIMEOUT_S)
 
     def logs(self) -> str:
         return "\n".join(
@@ -164,6 +168,14 @@ def primary_named_by(pod: Pod) -> str:
 
 
 HA_MASTER_NAME = "shop"
+# `shop-cluster up --redis ha`'s write guard, which every node must run with.
+WRITE_GUARD = {k: v for k, v in ha.NODE_SETTINGS.items() if k.startswith("min-replicas")}
+
+
+def write_guard(pod: Pod) -> dict[str, str]:
+    """The guard the pod's running redis-server has, by CONFIG GET."""
+    node = pod.node()
+    return {name: node.config_get(name)[name] for name in WRITE_GUARD}
 
 
 def sentinel_sees_everyone(pod: Pod) -> bool:
@@ -286,6 +298,9 @@ def test_ha_pods_elect_fail_over_and_never_bring_back_a_stale_primary(ha_pods: H
     print(f"formed in {took:.1f} s: redis-0 primary, two replicas, three Sentinels")
     for pod in others:
         assert role(pod)["master_host"] == "redis-0.redis"
+    # Any node may become primary, so each runs with the guard.
+    for pod in everyone:
+        assert write_guard(pod) == WRITE_GUARD, pod.name
 
     # 2. An acknowledged write (as the shop makes it: WAIT for one replica).
     primary = first.node()
@@ -332,7 +347,23 @@ def test_ha_pods_elect_fail_over_and_never_bring_back_a_stale_primary(ha_pods: H
     new_primary.node().set("cart:ada", "4 cups")
     assert new_primary.node().wait(2, 1500) == 2
 
-    # 5. Every process dies and all restart (a whole-StatefulSet restart).
+    # 5. Both replicas' Redis nodes die (their Sentinels stay: no failover).
+    #    The primary refuses the next write outright, and still serves reads.
+    replicas = [p for p in everyone if p is not new_primary]
+    for pod in replicas:
+        cluster.kill(pod, roles=("node",))
+    wait(
+        lambda: role(new_primary)["connected_slaves"] == 0,
+        "the primary to see both replicas gone",
+        START_TIMEOUT_S,
+        cluster,
+    )
+    with pytest.raises(redis.ResponseError, match="^NOREPLICAS"):
+        new_primary.node().set("cart:ada", "5 cups")
+    assert new_primary.node().get("cart:ada") == "4 cups"  # refused: nothing written
+    print("both replicas gone: the primary refuses writes (NOREPLICAS) and serves reads")
+
+    # 6. Every process dies and all restart (a whole-StatefulSet restart).
     #    The nodes start before any Sentinel answers, so each takes the primary
     #    its own Sentinel recorded on the volume: the promoted node stays primary.
     for pod in everyone:

@@ -54,6 +54,9 @@ current_primary() {
 }
 
 start_node() {
+    # Required, not defaulted: a ConfigMap without them must not start a
+    # node that silently lacks the write guard.
+    : "${REDIS_MIN_REPLICAS_TO_WRITE:?}" "${REDIS_MIN_REPLICAS_MAX_LAG:?}"
     primary=$(current_primary)
     if [ "$primary" = "$self" ]; then
         echo "redis-ha: starting $self as the primary"
@@ -63,11 +66,15 @@ start_node() {
     fi
     # Either node may become primary: the same password to serve and to
     # replicate; known to the others by its stable DNS name, not its pod IP;
-    # a replica's full sync starts at once instead of after 5 s of batching.
+    # a replica's full sync starts at once instead of after 5 s of batching;
+    # and the write guard (kustomization.yaml says why), so whichever node is
+    # primary refuses writes no replica can acknowledge.
     exec redis-server "$@" \
         --masterauth "$REDIS_PASSWORD" \
         --replica-announce-ip "$self" \
-        --repl-diskless-sync-delay 0
+        --repl-diskless-sync-delay 0 \
+        --min-replicas-to-write "$REDIS_MIN_REPLICAS_TO_WRITE" \
+        --min-replicas-max-lag "$REDIS_MIN_REPLICAS_MAX_LAG"
 }
 
 start_sentinel() {
