@@ -1,10 +1,11 @@
-"""The session store: every Redis operation sessionstore performs, one script each.
+"""The session store: every Redis operation sessionstore performs.
 
 The Redis data model is documented in `sessionstore.keys`. Each public method
-is exactly one round trip (one EVALSHA), and every write is a single Lua
-script, so a session is never half-written and concurrent requests on
-different replicas cannot interleave inside one save. Loading a session is
-the hot path of every request that uses one, so `load` is written for speed.
+is one round trip, and every write is a single Lua script, so a session is
+never half-written and concurrent requests on different replicas cannot
+interleave inside one save. Loading a session is the hot path of every
+request that uses one, so `load` is written for speed: two plain read
+commands pipelined, and a script only when the read must also write.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any, NamedTuple
 
 import redis
@@ -77,9 +79,10 @@ class SessionObserver:
         """`count` sessions were deleted on purpose (destroy, revoke_user, emptied)."""
 
     def round_trip(self, command: str, seconds: float, error: BaseException | None) -> None:
-        """One round trip to Redis (`command`: ``EVALSHA``, or ``PIPELINE`` when a
-        WAIT went with it) took `seconds`; `error` if it failed. For latency
-        metrics. The store times round trips only when a subclass overrides this.
+        """One round trip to Redis took `seconds`; `error` if it failed. For latency
+        metrics. `command`: ``HGETALL`` for a session read (its PTTL pipelined
+        with it), ``EVALSHA`` for a script, ``PIPELINE`` for a script with a WAIT.
+        The store times round trips only when a subclass overrides this.
         """
 
 
@@ -160,10 +163,18 @@ class SessionStore:
     def _run(self, name: str, keys: list[str], args: list[Any], *, durable: bool = False) -> Any:
         """One script, one round trip; `durable` writes wait for the replicas."""
         durability = self.durability if durable else NO_WAIT
+        command = "PIPELINE" if durability.replica_acks else "EVALSHA"
+        return self._round_trip(
+            command, evalsha, self._calls, self._scripts[name], keys, args, durability
+        )
+
+    def _round_trip(self, command: str, call: Any, *args: Any) -> Any:
+        """`call(*args)`, one round trip: a Redis that cannot be reached becomes
+        StoreUnavailable, and the observer hears of it when it asks to."""
         started = time.perf_counter() if self._timed else 0.0
         error = None
         try:
-            return evalsha(self._calls, self._scripts[name], keys, args, durability)
+            return call(*args)
         except TRANSIENT_REDIS_ERRORS as exc:
             error = exc
             raise StoreUnavailable(f"session store unavailable: {exc}") from exc
@@ -172,7 +183,6 @@ class SessionStore:
             raise
         finally:
             if self._timed:
-                command = "PIPELINE" if durability.replica_acks else "EVALSHA"
                 self.observer.round_trip(command, time.perf_counter() - started, error)
 
     # -- one session --------------------------------------------------------
@@ -183,9 +193,28 @@ class SessionStore:
         `permanent_ms` is how long a permanent session lives without a request
         (Flask's PERMANENT_SESSION_LIFETIME); 0 when reading it must not push
         its expiry back (SESSION_REFRESH_EACH_REQUEST off).
+
+        A read is HGETALL and PTTL pipelined: one round trip, no script, nothing
+        written. Only when the idle TTL is due to be pushed back (less than
+        half of it left), or the session is not under the current secret's key
+        while fallback secrets are configured, does a read run `load.lua`,
+        which checks again and moves the TTL (or the session) atomically.
+        A client that hooks ``execute_command`` always gets the script: one
+        command per round trip, which its hook sees.
         """
         keys = self.keys
         key = keys.session(sid)
+        if self._calls.direct:
+            fields, ttl = self._round_trip("HGETALL", self._calls.pipeline, self._read(key))
+            for reply in (fields, ttl):
+                if isinstance(reply, Exception):
+                    raise reply
+            if fields:
+                loaded = self._parse(key, fields)
+                if loaded is None or not self._push_due(loaded, ttl, permanent_ms):
+                    return loaded
+            elif not keys.has_fallbacks:
+                return None
         args = [self._idle_ms, self._absolute_ms, keys.user_index_prefix, permanent_ms]
         flat = self._run("load", [key], args)
         if flat is None:
@@ -198,8 +227,22 @@ class SessionStore:
             flat = self._run("load", [key, *old_keys], args)
             if flat is None:
                 return None
+        return self._parse(key, flat)
+
+    @staticmethod
+    def _read(key: str) -> list[tuple[str, ...]]:
+        return [("HGETALL", key), ("PTTL", key)]
+
+    def _push_due(self, loaded: LoadedSession, ttl: int, permanent_ms: int) -> bool:
+        """Whether a read must push the idle TTL back: less than half of the
+        session's lifetime left (load.lua checks the same, atomically)."""
+        lifetime = permanent_ms if loaded.raw.get("_permanent") == "true" else self._idle_ms
+        return 0 <= ttl < lifetime / 2
+
+    @staticmethod
+    def _parse(key: str, reply: Any) -> LoadedSession | None:
         try:
-            return _parse(flat)
+            return _parse(reply)
         except (serializer.CorruptValue, KeyError, ValueError) as exc:
             # Damaged or foreign data: start afresh rather than fail the request.
             log.warning("ignoring unreadable session %s: %s", key, exc)
@@ -333,10 +376,13 @@ class SessionStore:
         return ended
 
 
-def _parse(flat: list[Any]) -> LoadedSession:
-    """A session from HGETALL's flat field/value list (bytes, or text when the
-    client decodes): tagged JSON values, metadata fields apart. Raises
+def _parse(flat: list[Any] | dict[Any, Any]) -> LoadedSession:
+    """A session from HGETALL's reply: a field -> value map (RESP3) or a flat
+    field/value list (RESP2, or a script's reply), of bytes, or text when the
+    client decodes: tagged JSON values, metadata fields apart. Raises
     KeyError, ValueError or serializer.CorruptValue for data it cannot read."""
+    if type(flat) is dict:
+        flat = list(chain.from_iterable(flat.items()))
     if flat and type(flat[0]) is bytes:
         # One decode for the lot: JSON never holds a raw NUL, so the join splits
         # back exactly, unless a session key has one (then item by item).

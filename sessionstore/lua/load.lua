@@ -1,7 +1,10 @@
--- Load a session in one round trip. The idle TTL is pushed back only when
--- less than half of it remains, so most reads write nothing at all. A primary
--- that refuses writes (min-replicas-to-write, no replica in sync) still
--- serves the session: the push is skipped and tried again on a later read.
+-- Load a session in one round trip, when the read must also write. An
+-- ordinary read is no script at all: SessionStore.load pipelines HGETALL and
+-- PTTL, and runs this only when that PTTL says the idle TTL is due to be
+-- pushed back (less than half of it left; checked again here, atomically) or
+-- when the session may be under an old secret's key. A primary that refuses
+-- writes (min-replicas-to-write, no replica in sync) still serves the
+-- session: the push is skipped and tried again on a later read.
 --
 -- KEYS[1]  session key (under the current secret)
 -- KEYS[2..] where the session would be under old secrets (a key rotation):
