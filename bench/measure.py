@@ -260,8 +260,9 @@ class RoundTripCounter:
     tagged with the client's address; a command run *inside* a Lua script is
     tagged ``lua``. So: round trips = client-sent commands, except that a
     MULTI ... EXEC block (how redis-py sends a transaction) is one round trip.
-    A non-transactional pipeline would be over-counted (one trip per command);
-    no variant here uses one on the request path. Commands that set a
+    A non-transactional pipeline is over-counted (one trip per command), so
+    the benchmark takes its round trips from `RoundTripsByCount` and only the
+    commands from here. Commands that set a
     connection up (HELLO, AUTH, SELECT, CLIENT, health-check PING) are counted
     apart: they happen once per pooled connection, not per request. MONITOR
     slows Redis down, so this runs only in a short sequential pass, never

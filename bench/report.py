@@ -99,6 +99,10 @@ def _measured(data: dict[str, Any]) -> str:
     return f"Measured {data['meta']['date']} by `{data.get('command', '')}`"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -113,18 +117,120 @@ def targets_section(
 
     if sessions is None:
         return ""
-    rows = [
-        [t, m, {True: "yes", False: "**no**", None: "-"}[ok]]
-        for t, m, ok in targets(sessions, shop)
-    ]
+    measured = targets(sessions, shop, instructions)
+    rows = [[t, m, {True: "yes", False: "**no**", None: "-"}[ok]] for t, m, ok in measured]
+    notes = missed_notes(sessions, instructions, {t for t, _, ok in measured if ok is False})
     return "\n".join(
         [
             "## Targets (issue 16; printed, not asserted)",
             "",
             _table(["target", "measured", "met"], rows),
             "",
+            *([instructions_table(instructions), ""] if instructions else []),
+            *(["### Goals missed: what sets the ratio, and the next step", "", notes, ""]
+              if notes else []),
+        ]
+    )  # fmt: skip
+
+
+def instructions_table(data: dict[str, Any]) -> str:
+    """CPU instructions and system calls per request, counted in process."""
+    counted, calls = data.get("instructions") or {}, data.get("syscalls") or {}
+    if not counted:
+        return data.get("error", "")
+    rows = [
+        [
+            f"`{variant}`",
+            *(f"{per[e]:,}" for e in ("read", "write")),
+            *(_num(calls.get(variant, {}).get(e)) for e in ("read", "write")),
+        ]
+        for variant, per in counted.items()
+    ]
+    return "\n".join(
+        [
+            f"CPU instructions and system calls per request, counted, not timed "
+            f"(`python -m bench instructions`: each variant's app through Flask's test client "
+            f"against its own redis-server, {data.get('requests', 0)} requests after a warm-up; "
+            "instructions by callgrind, the client's side of each Redis round trip included "
+            "and Redis's own work not; system calls by strace -c, the difference of two "
+            "request counts):",
+            "",
+            _table(
+                ["variant", "instructions/read", "instructions/write",
+                 "syscalls/read", "syscalls/write"],
+                rows,
+            ),  # fmt: skip
         ]
     )
+
+
+def missed_notes(
+    sessions: dict[str, Any], instructions: dict[str, Any] | None, missed: set[str]
+) -> str:
+    """For each goal the figures miss: what sets the ratio and what would move it."""
+    notes = []
+    inproc = sessions.get("inprocess_us", {})
+    ours, peer = inproc.get("sessionstore", {}), inproc.get("flask_session_norefresh", {})
+    counted = (instructions or {}).get("instructions") or {}
+    if any(t.startswith("read >=") or t.startswith("in-process CPU per read") for t in missed):
+        if "read" in ours and "read" in peer:
+            app = f"{ours['read']:,.0f} vs {peer['read']:,.0f} us of app CPU"
+            red = f"Redis {ours.get('read_redis', 0):,.0f} vs {peer.get('read_redis', 0):,.0f} us"
+        else:
+            app, red = "app CPU", "Redis CPU"
+        bare = counted.get("bare", {}).get("read")
+        mine = counted.get("sessionstore", {}).get("read")
+        theirs = counted.get("flask_session_norefresh", {}).get("read")
+        count = (
+            f" Counted instead of timed, a read is {mine:,} instructions against {theirs:,} "
+            f"(a bare request: {bare:,}), so each library adds about "
+            f"{mine - bare:,} and {theirs - bare:,} instructions to the request."
+            if bare and mine and theirs
+            else ""
+        )
+        notes.append(
+            "- **read**: a read is one round trip with one reply in both libraries "
+            "(sessionstore: `HGETALL` + `PTTL` pipelined, no script; Flask-Session: `GET`); "
+            f"in process, per read: {app}, {red}."
+            f"{count} Both are then a small part of a request that gunicorn, Werkzeug and "
+            "Flask dominate (the profile below), so a 1.1x lead in req/s would need "
+            "sessionstore's part to be a fraction of Flask-Session's, not level with it. "
+            "What is left on our side is redis-py's cost per reply (one `read_response` per "
+            "command: the pipelined `PTTL` costs the client about 5 us) and decoding the hash "
+            "field by field. Next step, if it is "
+            "worth a second data-model change: keep the session's deadline in the hash, so a "
+            "read is `HGETALL` alone and the client decides when the push-back is due (a "
+            "script, checking again with Redis's clock), which saves the `PTTL` and its reply; "
+            "beyond that, the gap is HTTP, not the session."
+        )
+    if any(t.startswith("bytes per logged-in session") for t in missed):
+        size = sessions.get("sizes", {}).get("sessionstore", {})
+        theirs = sessions.get("sizes", {}).get("flask_session", {}).get("redis_bytes")
+        total, index = size.get("redis_bytes"), size.get("index_bytes")
+        split = (
+            f"{total - index} bytes of session hash and {index} of per-user index, against "
+            f"{theirs} for Flask-Session's one string: the hash alone is "
+            f"{(total - index) / theirs:.2f}x of it"
+            if total and index is not None and theirs
+            else "the session hash and the per-user index"
+        )
+        notes.append(
+            f"- **bytes per session**: {split}. The ratio is set by the user index being a "
+            "key of its own for every "
+            "logged-in user: a Redis key costs about 60 bytes before it holds anything "
+            "(object header, dictionary entry, key name, allocator rounding; a 1-byte string "
+            "under a 2-byte name is 64 bytes by MEMORY USAGE), and a one-member sorted set "
+            "is 104. A second session of the same user adds 48 bytes, not 104: the figure "
+            "here, one session per user, is the worst case. Within the hash, the metadata "
+            "(`!c` created, `!a` last seen, `!u` the user id) is about 36 bytes of its "
+            "listpack. Next "
+            "step: keep the user index in shared hashes (a bucket of users per key, small "
+            "enough to stay a listpack), so a user's entry costs tens of bytes instead of a "
+            "key, and read the user id from the session's own user field instead of the `!u` "
+            "copy; that is a data-model change for every script and for revocation, to be "
+            "made with sessions of the current format still loading and revocable."
+        )
+    return "\n\n".join(notes)
 
 
 def sessions_section(data: dict[str, Any]) -> str:
@@ -230,12 +336,14 @@ def sessions_section(data: dict[str, Any]) -> str:
         "### Bytes per logged-in session (5-line cart, same content everywhere)",
         "",
         _table(
-            ["variant", "Redis bytes/session (MEMORY USAGE)", "Redis keys/session", "cookie bytes"],
+            ["variant", "Redis bytes/session (MEMORY USAGE)", "of which the per-user index",
+             "Redis keys/session", "cookie bytes"],
             [
-                [f"`{v}`", z["redis_bytes"], z["keys_per_session"], f"{z['cookie_bytes']:g}"]
+                [f"`{v}`", z["redis_bytes"], z.get("index_bytes", "-") if z["redis_bytes"] else "-",
+                 z["keys_per_session"], f"{z['cookie_bytes']:g}"]
                 for v, z in data["sizes"].items()
             ],
-        ),
+        ),  # fmt: skip
         "",
         "### Load generator headroom",
         "",
@@ -331,7 +439,7 @@ def scale_section(data: dict[str, Any]) -> str:
                     "bytes/session",
                     "load p50 us",
                     "load p99 us",
-                    "load script inside Redis us",
+                    "load inside Redis us",
                 ],
                 rows,
             ),  # fmt: skip
@@ -468,11 +576,12 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
             "`python -m bench --help` for one section at a time.",
             "",
             "How each figure is measured: req/s and latency from wrk (`--latency`, its "
-            "Lua `done()` hook prints them as JSON); Redis round trips by watching MONITOR "
-            "during 50 sequential requests per endpoint (a client-sent command is a trip, a "
-            "command tagged `lua` ran inside a script, MULTI..EXEC counts once, per-connection "
-            "set-up such as HELLO is left out), and the shop's from Redis's count of read events "
-            "(a pipeline is one); commands per request under load from INFO "
+            "Lua `done()` hook prints them as JSON); Redis round trips from Redis's count of "
+            "read events (INFO stats `total_reads_processed`: one per request a client sends, "
+            "a pipeline counted once) over 50 sequential requests per endpoint, and the "
+            "commands of those requests by watching MONITOR during another 50 (a command "
+            "tagged `lua` ran inside a script, per-connection set-up such as HELLO is left "
+            "out); commands per request under load from INFO "
             "commandstats deltas over wrk's request count; bytes per session from MEMORY USAGE "
             "summed over every key in the variant's own database (so sessionstore's per-user "
             "index counts) divided by the sessions created; CPU from /proc/<pid>/stat of each "
