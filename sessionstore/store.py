@@ -43,6 +43,11 @@ def _ms_to_datetime(ms: str | int | None) -> datetime | None:
     return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms is not None else None
 
 
+# A session read, HGETALL and PTTL of one key, in Redis's protocol (RESP): the
+# hot path formats these bytes itself (see RoundTrips.pipeline's `packed`).
+_READ = b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+
+
 class LoadedSession(NamedTuple):
     """What one load returns: the values, and their raw form for change detection."""
 
@@ -205,7 +210,9 @@ class SessionStore:
         keys = self.keys
         key = keys.session(sid)
         if self._calls.direct:
-            fields, ttl = self._round_trip("HGETALL", self._calls.pipeline, self._read(key))
+            packed = key.encode()
+            packed = _READ % (len(packed), packed, len(packed), packed)
+            fields, ttl = self._round_trip("HGETALL", self._calls.pipeline, self._read(key), packed)
             for reply in (fields, ttl):
                 if isinstance(reply, Exception):
                     raise reply
@@ -231,7 +238,7 @@ class SessionStore:
 
     @staticmethod
     def _read(key: str) -> list[tuple[str, ...]]:
-        return [("HGETALL", key), ("PTTL", key)]
+        return [("HGETALL", key), ("PTTL", key)]  # _READ says the same, packed
 
     def _push_due(self, loaded: LoadedSession, ttl: int, permanent_ms: int) -> bool:
         """Whether a read must push the idle TTL back: less than half of the

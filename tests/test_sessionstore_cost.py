@@ -118,6 +118,28 @@ def test_after_a_fork_the_child_opens_connections_of_its_own(redis_server, redis
     assert client.get("/read").json == {"a": "1"}  # the parent's connections still work
 
 
+# -- the read's own bytes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["sess:", "sessions-\u00e9t\u00e9:"])
+def test_a_read_sends_exactly_what_redis_py_would_send(redis_server, redis_client, prefix):
+    sent = []
+
+    class Recording(redis.Connection):
+        def send_packed_command(self, command, check_health=True):
+            sent.append(b"".join(command) if isinstance(command, list) else command)
+            super().send_packed_command(command, check_health)
+
+    app = make_app(redis_from_url(redis_server.url, connection_class=Recording), key_prefix=prefix)
+    client = app.test_client()
+    client.post("/set/a/1")
+    sent.clear()
+    assert client.get("/read").json == {"a": "1"}
+    (key,) = redis_client.keys(prefix.encode() + b"*")
+    conn = redis.Connection()  # never connected: only its packer is used
+    assert sent == [b"".join(conn.pack_commands([("HGETALL", key), ("PTTL", key)]))]
+
+
 # -- hooks see every round trip ---------------------------------------------------------
 
 
