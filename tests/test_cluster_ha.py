@@ -39,8 +39,8 @@ SHOPPERS = 6
 REPLICAS = 2
 FAST = 3.0  # no failed request may take longer than this (seconds)
 WRITES_BACK = 10.0  # issue 12: writes acknowledged again this soon after losing the primary
-# A failover takes about 3 s here (down-after 1 s, an election, a promotion);
-# ten times that means it is not happening.
+# A failover takes about 4 s here (down-after 2 s, ha.DOWN_AFTER_MS, then an
+# election and a promotion); several times that means it is not happening.
 FAILOVER_TIMEOUT = 30.0
 # How long the shop is watched with two nodes dead: long enough for many
 # requests of each kind, short enough to keep the test quick.

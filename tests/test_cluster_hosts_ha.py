@@ -43,8 +43,9 @@ REPLICAS = 3
 LOAD_SHOPPERS = 8
 LOAD_BOUND = 120.0  # seconds; each test stops its shoppers well before
 # Issue 13: writes are acknowledged again within 10 s of the primary's host
-# going dark (Sentinel: 1 s without answer, a vote, a promotion; the shop's
-# clients: bounded timeouts, then the Sentinels name the new primary).
+# going dark (Sentinel: 2 s without an answer, ha.DOWN_AFTER_MS, then a vote
+# and a promotion; the shop's clients: bounded timeouts, then the Sentinels
+# name the new primary).
 WRITES_RESUME = 10.0
 # No request may wait longer than this (nginx's 3 s read timeout and the
 # shop's 1 s Redis timeouts bound every wait).

@@ -282,7 +282,10 @@ def _store_act(cluster: Cluster, n: Narrator) -> bool:
     killed = time.monotonic()
     n.say(f"[red]{proc.name}, the Redis primary (pid {proc.pid}), is dead.[/]")
 
-    n.step("Sentinel notices (1 s silent), agrees (2 of 3), promotes a replica")
+    n.step(
+        f"Sentinel notices ({ha.DOWN_AFTER_MS / 1000:g} s silent), agrees "
+        f"({ha.QUORUM} of {ha.SENTINELS}), promotes a replica"
+    )
     promoted = None
     while promoted in (None, proc) and time.monotonic() < killed + BACK_IN_ROTATION_TIMEOUT:
         response = shopper.request("GET", "/api/cart", expect=(200, 503))

@@ -31,9 +31,19 @@ from .state import Proc, State, Workdir
 
 SERVICE = "shop"
 QUORUM = 2
-# Small enough that a test sees a failover in a few seconds; a production
-# setup would pick more (a GC pause or a slow disk must not trigger one).
-DOWN_AFTER_MS = 1000
+# How long a node may not answer before a Sentinel calls it down: short enough
+# that a test sees a failover in a few seconds, long enough that a busy host
+# is not taken for a dead one. A loaded 2-core machine can starve a healthy
+# Sentinel for about a second; with 1 s, one starved right after a failover
+# called the new primary down, and since a Sentinel counts its peers' "down"
+# replies about the old primary for up to 5 s after they were given, that was
+# a quorum: a second, needless failover (11 s of 503s, seen in a test run).
+# docker-compose uses 2 s too; a production setup would pick more (a GC pause
+# or a slow disk must not trigger one; the k8s overlay uses 5 s).
+DOWN_AFTER_MS = 2000
+# Sentinel's bound on one failover once the primary is called down (the
+# election, the promotion, the replicas repointed), and half its wait before
+# trying the same primary again; it does not count DOWN_AFTER_MS.
 FAILOVER_TIMEOUT_MS = 4000
 NODE_PREFIX = "redis-"
 SENTINEL_PREFIX = "sentinel-"
@@ -69,9 +79,9 @@ ONE_REPLICA_NOTE = (
 MIN_REPLICAS_TO_WRITE = 1
 # "In sync" as the cluster page and `status` show it (3 s: see there). A
 # primary cut off from its replicas (no connection reset to notice) refuses
-# writes after about that, when Sentinel (1 s down-after, then a vote) has
-# about promoted another node; a dead replica is noticed at once (the
-# connection closes).
+# writes after about that, about when Sentinel (DOWN_AFTER_MS, then a vote)
+# promotes another node; a dead replica is noticed at once (the connection
+# closes).
 MIN_REPLICAS_MAX_LAG = replication.IN_SYNC_MAX_LAG
 
 # Every node, primary or not (a replica ignores the guard until promoted):
