@@ -203,6 +203,34 @@ def missed_notes(
             "script, checking again with Redis's clock), which saves the `PTTL` and its reply; "
             "beyond that, the gap is HTTP, not the session."
         )
+    if any(t.startswith("write >=") for t in missed):
+        endpoints = sessions.get("summary", {}).get("endpoints", {}).get("write", {})
+
+        def runs(variant: str) -> str:
+            return ", ".join(f"{v:,.0f}" for v in endpoints.get(variant, {}).get("runs", []))
+
+        mine = counted.get("sessionstore", {}).get("write")
+        count = (
+            f"Counted, a write is {mine:,} instructions against "
+            f"{counted['flask_session']['write']:,} (`flask_session`) and "
+            f"{counted['flask_session_norefresh']['write']:,} (`flask_session_norefresh`); "
+            if mine and "flask_session" in counted and "flask_session_norefresh" in counted
+            else ""
+        )
+        theirs = inproc.get("flask_session_norefresh", {})
+        notes.append(
+            f"- **write**: {count}in process, {ours.get('write', 0):,.0f} us of app CPU "
+            f"against {theirs.get('write', 0):,.0f} (Redis {ours.get('write_redis', 0):,.0f} "
+            f"vs {theirs.get('write_redis', 0):,.0f} us). Those are the figures the "
+            "neighbours on this shared machine move least; the req/s ratio is taken run by "
+            f"run, and the runs themselves spread widely (sessionstore {runs('sessionstore')}; "
+            f"`flask_session_norefresh` {runs('flask_session_norefresh')}; `bare` {runs('bare')} "
+            "req/s). A write is two round trips in both libraries; ours is the pipelined "
+            "read, then `save.lua`, whose commands inside Redis (`PTTL`, `TIME`, `HSET`, "
+            "`HMGET`) make Redis's share per write larger than Flask-Session's `GET` and `SET`. "
+            "Next step: fewer commands inside `save.lua` (the metadata it reads back with "
+            "`HMGET` could come with the load's reply and be checked in one comparison)."
+        )
     if any(t.startswith("bytes per logged-in session") for t in missed):
         size = sessions.get("sizes", {}).get("sessionstore", {})
         theirs = sessions.get("sizes", {}).get("flask_session", {}).get("redis_bytes")
