@@ -221,8 +221,11 @@ def _wait_for_promotion(cluster: Cluster, old: Proc) -> str | None:
 def _power_on_node(cluster: Cluster, n: Any, host: str, node: Proc) -> None:
     n.step(f"{host} boots again: {node.name} rejoins as a replica")
     cluster.power_on(host)
+    password = cluster.workdir.redis_password()
     procs.wait_until(
-        lambda: ha.node_info(node).link_up, timeout=BACK_TIMEOUT, what=f"{node.name} to sync"
+        lambda: ha.node_info(node, password).link_up,
+        timeout=BACK_TIMEOUT,
+        what=f"{node.name} to sync",
     )
     n.say(f"{node.name} is a replica of the new primary, in sync ✔")
 
