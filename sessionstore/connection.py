@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.connection import SSLConnection
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
@@ -103,20 +104,48 @@ class KernelTimeoutUnixConnection(KernelTimeouts, redis.UnixDomainSocketConnecti
     """A unix socket (``unix://``)."""
 
 
-class KernelTimeoutSentinelConnection(KernelTimeouts, SentinelManagedConnection):
-    """The current primary of a Sentinel service (``redis+sentinel://``)."""
+class InStepSentinelConnection(SentinelManagedConnection):
+    """The current primary of a Sentinel service (``redis+sentinel://``), closed
+    when a read fails before a whole reply has arrived.
+
+    A command that timed out may still be answered later (a hung server that
+    wakes up, a partition that heals while TCP resends). redis-py's plain
+    connection closes itself on such a failure; its Sentinel connection does
+    not (its read_response defaults to disconnect_on_error=False), and the
+    client closes a connection only before a retry, which a timeout never gets
+    (see above). Back in the pool, the connection's next command would read the
+    late reply as its own: another request's data. Measured, not assumed:
+    tests/test_redis_timeouts.py.
+    """
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("disconnect_on_error", True)
+        return super().read_response(*args, **kwargs)
 
 
-def _kernel_timeout_class(url: str, options: dict[str, Any]) -> type | None:
-    """The connection class for `url`'s scheme, or None to keep redis-py's
-    (TLS, which keeps Python's timeout, and systems other than Linux)."""
+class InStepSentinelSSLConnection(InStepSentinelConnection, SSLConnection):
+    """The same over TLS (``ssl=True``), as redis-py's SentinelManagedSSLConnection."""
+
+
+class KernelTimeoutSentinelConnection(KernelTimeouts, InStepSentinelConnection):
+    """The current primary of a Sentinel service, with the kernel's timeouts."""
+
+
+def _connection_class(url: str, options: dict[str, Any]) -> type | None:
+    """The connection class for `url`'s scheme, or None to keep redis-py's.
+
+    The kernel's timeouts on Linux without TLS (TLS keeps Python's timeout);
+    a Sentinel service's connections are kept in step everywhere."""
+    scheme = urlsplit(url).scheme
     if sys.platform != "linux" or options.get("ssl"):
-        return None
+        if scheme != SENTINEL_SCHEME:
+            return None
+        return InStepSentinelSSLConnection if options.get("ssl") else InStepSentinelConnection
     return {
         "redis": KernelTimeoutConnection,
         "unix": KernelTimeoutUnixConnection,
         SENTINEL_SCHEME: KernelTimeoutSentinelConnection,
-    }.get(urlsplit(url).scheme)
+    }.get(scheme)
 
 
 def redis_from_url(
@@ -160,7 +189,7 @@ def redis_from_url(
         "decode_responses": decode_responses,
         **kwargs,
     }
-    connection_class = _kernel_timeout_class(url, options)
+    connection_class = _connection_class(url, options)
     if connection_class is not None:
         options.setdefault("connection_class", connection_class)
     if urlsplit(url).scheme == SENTINEL_SCHEME:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,3 +77,43 @@ def test_the_socket_timeout_outlasts_the_longest_replica_acknowledgement(redis_s
     app = make_app(redis_server.url, SHOP_REPLICA_ACK_TIMEOUT=2.0)
     client = app.session_interface.store.client
     assert client.connection_pool.connection_kwargs["socket_timeout"] == 2.5
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+sentinel"])
+def test_a_reply_that_comes_after_its_timeout_is_never_read_as_the_next_ones(
+    own_redis, tmp_path, scheme: str
+) -> None:
+    """A command that timed out may still be answered later (a frozen Redis
+    thawed, a partition healed and TCP resending). Its connection must be closed
+    at the timeout: kept in the pool, the next command sent on it reads the late
+    reply as its own, someone else's data. Seen once in the hosts split-brain test
+    (a product list that was a string): redis-py's Sentinel connection does not
+    close on a read timeout, and a timeout is not retried, so nothing closed it."""
+    sentinel = None
+    url = own_redis.url
+    if scheme == "redis+sentinel":
+        sentinel, sentinel_port = start_sentinel(tmp_path / "s1", own_redis.port)
+        url = f"redis+sentinel://127.0.0.1:{sentinel_port}/shop"
+    try:
+        client = redis_from_url(url, decode_responses=True)
+        client.set("first", "the first command's value")
+        client.set("second", "the second command's value")
+        answers: list[object] = []
+        with frozen(own_redis.proc.pid):
+            with pytest.raises(redis.exceptions.TimeoutError):
+                client.get("first")  # sent; its answer comes after the thaw
+
+            def second_command() -> None:
+                pipe = client.pipeline(transaction=False)
+                pipe.get("second")
+                answers.extend(pipe.execute())
+
+            worker = threading.Thread(target=second_command)
+            worker.start()
+            time.sleep(0.2)  # the second command is sent while Redis still sleeps
+        worker.join(timeout=5)
+        assert answers == ["the second command's value"]
+        assert client.get("first") == "the first command's value"
+    finally:
+        if sentinel is not None:
+            procs.stop_process(sentinel.pid, timeout=5)
