@@ -95,16 +95,24 @@ def tail(path: Path, lines: int = 15) -> str:
 def wait_until(
     condition: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = ""
 ) -> None:
-    """Poll `condition` until it is true; raise TimeoutError naming `what` at the deadline."""
+    """Poll `condition` until it is true; raise TimeoutError naming `what` at the deadline.
+
+    A condition that raises is "not yet" (a server still starting refuses
+    connections), but the last error is named at the deadline: a condition
+    that can never hold (a bug) then says why instead of only how long."""
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while True:
         try:
             if condition():
                 return
-        except Exception:  # noqa: S110 - a condition that raises is simply "not yet"
-            pass
+        except Exception as exc:
+            last_error = exc
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
+            why = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what or condition}{why}"
+            )
         time.sleep(interval)
 
 
