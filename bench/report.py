@@ -598,7 +598,7 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
             f"- {meta['redis_server']}; {meta['nginx']}; {meta['wrk']}",
             "- chart: [docs/bench-throughput.png](../docs/bench-throughput.png)",
             "",
-            "Run it: `.venv/bin/python -m bench run` (about 25 minutes: sessions, the shop "
+            "Run it: `.venv/bin/python -m bench run` (about 10 minutes here: sessions, the shop "
             "beside the baseline commit's, instructions counted under callgrind, a million "
             "sessions), `--quick` for short runs without callgrind or the million; "
             "`python -m bench --help` for one section at a time.",
