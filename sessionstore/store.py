@@ -1,9 +1,10 @@
 """The session store: every Redis operation sessionstore performs.
 
 The Redis data model is documented in `sessionstore.keys`. Each public method
-is one round trip, and every write is a single Lua script, so a session is
-never half-written and concurrent requests on different replicas cannot
-interleave inside one save. Loading a session is the hot path of every
+is one round trip (a read that must also push the idle TTL back, or look
+under an old secret's key, two), and every write is a single Lua script, so
+a session is never half-written and concurrent requests on different
+replicas cannot interleave inside one save. Loading a session is the hot path of every
 request that uses one, so `load` is written for speed: two plain read
 commands pipelined, and a script only when the read must also write.
 """
