@@ -94,11 +94,6 @@ class KeySpace:
     def session(self, sid: str) -> str:
         return self._session_key(self._hmac_key, sid)
 
-    @property
-    def has_fallbacks(self) -> bool:
-        """Whether sessions may still be under an old secret's key (a rotation)."""
-        return bool(self._fallback_keys)
-
     def fallback_sessions(self, sid: str) -> list[str]:
         """Where the session of `sid` would be under each fallback secret, newest first."""
         return [self._session_key(key, sid) for key in self._fallback_keys]

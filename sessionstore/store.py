@@ -210,21 +210,23 @@ class SessionStore:
         """
         keys = self.keys
         key = keys.session(sid)
-        if self._calls.direct:
+        if not self._calls.direct:
+            flat = self._run("load", [key], self._load_args(permanent_ms))
+        else:
             packed = key.encode()
             packed = _READ % (len(packed), packed, len(packed), packed)
             fields, ttl = self._round_trip("HGETALL", self._calls.pipeline, self._read(key), packed)
             for reply in (fields, ttl):
                 if isinstance(reply, Exception):
                     raise reply
-            if fields:
+            if not fields:
+                flat = None  # not under the current key: maybe under an old one
+            else:
                 loaded = self._parse(key, fields)
                 if loaded is None or not self._push_due(loaded, ttl, permanent_ms):
                     return loaded
-            elif not keys.has_fallbacks:
-                return None
-        args = [self._idle_ms, self._absolute_ms, keys.user_index_prefix, permanent_ms]
-        flat = self._run("load", [key], args)
+                # Due: load.lua checks again and pushes the TTL back, atomically.
+                flat = self._run("load", [key], self._load_args(permanent_ms))
         if flat is None:
             old_keys = keys.fallback_sessions(sid)
             if not old_keys:
@@ -232,10 +234,14 @@ class SessionStore:
             # Not under the current secret: maybe under an old one (a key
             # rotation). A second round trip, paid only by cookies the current
             # secret does not know; the script moves the session to `key`.
-            flat = self._run("load", [key, *old_keys], args)
+            flat = self._run("load", [key, *old_keys], self._load_args(permanent_ms))
             if flat is None:
                 return None
         return self._parse(key, flat)
+
+    def _load_args(self, permanent_ms: int) -> list[Any]:
+        """load.lua's ARGV (built only when it runs, not on an ordinary read)."""
+        return [self._idle_ms, self._absolute_ms, self.keys.user_index_prefix, permanent_ms]
 
     @staticmethod
     def _read(key: str) -> list[tuple[str, ...]]:

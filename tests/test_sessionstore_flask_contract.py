@@ -497,6 +497,21 @@ def test_rotation_costs_nothing_to_a_request_under_the_current_key(store_client)
     assert CountingConnection.sends == 1
 
 
+def test_a_session_under_an_old_secret_costs_one_extra_round_trip_once(store_client):
+    app = make_app(store_client)
+    client, other = app.test_client(), app.test_client()
+    client.post("/set/a/1")
+    other.post("/set/b/2")
+    rotate(app, "the-new-secret")
+    assert other.get("/read").json == {"b": "2"}  # Redis has the load script by now
+    CountingConnection.sends = 0
+    assert client.get("/read").json == {"a": "1"}  # found under the old key, moved
+    assert CountingConnection.sends == 2
+    CountingConnection.sends = 0
+    assert client.get("/read").json == {"a": "1"}
+    assert CountingConnection.sends == 1
+
+
 def test_logout_during_a_rotation_reaches_a_session_not_moved_yet(store_client, redis_client):
     app = make_app(store_client)
     client = app.test_client()
