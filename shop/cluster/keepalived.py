@@ -31,6 +31,8 @@ CHECK_INTERVAL = 1  # seconds, the smallest keepalived 2.2.7 accepts
 # How long the first election may take: one master-down interval (0.7 s) on
 # a quiet machine; keepalived's own start and a loaded machine add seconds.
 ELECTION_TIMEOUT = 30.0
+# keepalived's pid files, each in the keepalived's own folder: option -> file.
+PID_FILES = {"--pid": "keepalived.pid", "--vrrp_pid": "vrrp.pid", "--checkers_pid": "checkers.pid"}
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,14 @@ def start(workdir: Workdir, proc: Proc, conf: KeepalivedSettings) -> None:
         "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
         "--vrrp",  # VRRP only: no health-checker (LVS) or BFD processes
         "--use-file", str(path),
-        "--pid", str(folder / "keepalived.pid"),
-        "--vrrp_pid", str(folder / "vrrp.pid"),
-        "--checkers_pid", str(folder / "checkers.pid"),
     ]  # fmt: skip
+    for option, name in PID_FILES.items():
+        # A boot starts without pid files (they live in /run, a tmpfs). keepalived
+        # refuses to start ("daemon is already running") while one names a process
+        # that exists, and the one killed at power-off can still be a zombie for a
+        # moment: a power-on right after the power-off (the demo's) met exactly that.
+        (folder / name).unlink(missing_ok=True)
+        argv += [option, str(folder / name)]
     proc.record(procs.spawn(argv, log_path=workdir.log(proc), netns=proc.netns))
 
 
