@@ -15,6 +15,7 @@ primary's data is discarded when it rejoins as a replica.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -53,6 +54,11 @@ SLOWEST = 5.0
 # How long Sentinels may take to agree on a new primary, or to turn the old one
 # into a replica after a heal (seconds when all is well; bounded generously).
 CONVERGE = 60.0
+# The demo's three acts take about 10 s here when all is well. Its own waits are
+# bounded (hostsdemo.py: 30 s for the address or the failover, 60 s for a host to
+# rejoin), so a demo stuck on one ends by itself, with its error, well within
+# this; one that takes longer is killed and the test fails.
+DEMO_BOUND = 150.0
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +221,63 @@ def test_split_brain_loses_no_acknowledged_write(cluster: Launcher) -> None:
     failed = [s for s in report.samples if not s.ok]
     assert all(s.status == 503 for s in failed), failed[:5]
     assert slowest.seconds <= SLOWEST, slowest
+
+
+# Last in the module: a demo that fails half-way must not leave a host powered
+# off under the tests above.
+@pytest.mark.timeout(DEMO_BOUND + 90)  # + the module's `up` when run alone, and `status`
+def test_the_demo_powers_off_three_machines_and_leaves_the_cluster_running(
+    cluster: Launcher,
+) -> None:
+    """`demo --hosts --redis ha` on a running hosts cluster: each act's outcome,
+    the summary, the chart, and afterwards every host on and every process
+    running again (the demo stops only a cluster it started itself)."""
+    chart = cluster.workdir / "demo-timeline.png"
+    chart.unlink(missing_ok=True)
+    holder = next(h["name"] for h in cluster.status()["hosts"] if h["vip"])
+    standby = "lb-2" if holder == "lb-1" else "lb-1"
+    result = cluster.run("demo", "--hosts", "--redis", "ha", check=False, timeout=DEMO_BOUND)
+    out = result.stdout
+    print(f"\n{out}\n{result.stderr}")  # the story as the user sees it (pytest -s)
+    assert "Traceback" not in out + result.stderr
+    assert result.returncode == 0, result.stderr
+    number = r"(\d+\.\d\d)"
+    for outcome in (
+        # 1: the app host that served the shopper; the cart survives, it rejoins.
+        r"(shop-\d) on (app-\d) just served them\. Power \2 off",
+        r"app-\d \(198\.18\.\d+\.\d+\) is off: cable pulled first",
+        r"shop-\d serves again ✔",
+        # 2: the load balancer holding the address; it moves, timed.
+        rf"{holder} holds the shop's address [\d.]+\. Power it off",
+        rf"{holder} is off\. [\d.]+ moved to {standby} in {number} s",
+        rf"{holder} is back as the backup; {standby} keeps the address",
+        # 3: the Redis primary's host; a replica promoted, writes back, timed.
+        r"(redis-\d), the Redis primary, runs on (redis-\d)\. Power \2 off",
+        rf"redis-\d is the primary now, {number} s after the power-off",
+        rf"a write was acknowledged {number} s after the power-off",
+        r"redis-\d is a replica of the new primary, in sync ✔",
+        # The summary: what was measured, and nothing lost.
+        rf"virtual IP handover\s+{number} s \({holder} → {standby}\)",
+        rf"Redis failover \(a replica promoted\)\s+{number} s",
+        rf"writes acknowledged again after the power-off\s+{number} s",
+        r"failed requests\s+0\s",
+        r"lost carts\s+0\s",
+        r"forced re-logins\s+0\s",
+        r"every cart == acknowledged adds\s+yes",
+        rf"timeline chart: {re.escape(str(chart))}",
+    ):
+        assert re.search(outcome, out), f"missing: {outcome}"
+    assert out.count("cart intact ✔") == 3  # after each act
+    assert chart.stat().st_size > 0
+    # The cluster as the demo found it: every host on, every process running,
+    # the Redis nodes a primary and two replicas in sync.
+    status = cluster.status()
+    redis = status["redis"]
+    assert [h["name"] for h in status["hosts"] if not h["up"]] == []
+    processes = [
+        *status["replicas"], *status["watchdogs"], *redis["nodes"], *redis["sentinels"],
+        *status["balancers"], *(b["keepalived"] for b in status["balancers"]),
+    ]  # fmt: skip
+    assert [p["name"] for p in processes if not p["alive"]] == []
+    assert sorted(n["role"] for n in redis["nodes"]) == ["primary", "replica", "replica"]
+    assert redis["replicas_in_sync"] == 2
