@@ -56,9 +56,23 @@ def _timed_call(n: Any, method: str, path: str, **kwargs: Any) -> tuple[Any, flo
     return response, seconds
 
 
-def _check_cart(n: Any, before: dict[str, int]) -> bool:
-    """The shopper's cart, as it should be after the act."""
-    after = quantities(_timed_call(n, "GET", "/api/cart")[0].json())
+def _check_cart(n: Any, before: dict[str, int], failover_since: float | None = None) -> bool:
+    """The shopper's cart, as it should be after the act.
+
+    After a store failover (`failover_since`: when the primary's host went off)
+    a write acknowledged by one replica says nothing of the others: each finds
+    the new primary on its own, answering fast 503s until then. The shopper
+    reads again after each, as a browser would, until FAILOVER_TIMEOUT."""
+    expect = (200,) if failover_since is None else (200, 503)
+    deadline = (failover_since or 0.0) + FAILOVER_TIMEOUT
+    response = _timed_call(n, "GET", "/api/cart", expect=expect)[0]
+    while response.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = _timed_call(n, "GET", "/api/cart", expect=expect)[0]
+    if response.status_code != 200:
+        n.say(f"[red]the cart could not be read: {response.status_code}[/]")
+        return False
+    after = quantities(response.json())
     intact = after == before
     n.say("cart intact ✔" if intact else f"[red]cart changed: {before} -> {after}[/]")
     return intact
@@ -201,7 +215,7 @@ def _primary_host_act(cluster: Cluster, n: Any, measured: dict[str, str]) -> boo
     measured["writes acknowledged again after the power-off"] = f"{added:.2f} s"
     n.say(f"[green]a write was acknowledged {added:.2f} s after the power-off[/]")
     before[product] = before.get(product, 0) + 1
-    intact = _check_cart(n, before)
+    intact = _check_cart(n, before, failover_since=cut)
     if spare >= 1:
         _power_on_node(cluster, n, host.name, primary)
     return intact
