@@ -160,3 +160,26 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     assert f"port {port} is already in use" in result.stderr
     assert not (tmp_path / "c" / "state.json").exists()
     assert not (tmp_path / "c" / "redis").exists()  # checked before starting anything
+
+
+def test_a_wait_that_runs_out_mid_command_is_one_line_and_where_to_look(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bounded wait inside a command (the demo waiting for a node to sync, say)
+    ends in one line naming what it waited for and its last error, and the logs'
+    folder: not a traceback. (Seen: `demo --hosts --redis ha` ended in one.)"""
+
+    def never_ready(cluster: object, args: object) -> int:
+        def broken() -> bool:
+            raise TypeError("node_info() missing 1 required positional argument")
+
+        procs.wait_until(broken, timeout=0.1, what="redis-1 to sync")
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "status", never_ready)
+    assert cli.main(["status", "--workdir", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "timed out after 0s waiting for redis-1 to sync" in err
+    assert "last error: TypeError: node_info() missing" in err
+    assert str(tmp_path / "c" / "logs") in err.replace("\n", "")
+    assert "Traceback" not in err

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis
+
 from . import ha, hosts, netns, procs, store
 from .launcher import DEFAULT_PORT, DEFAULT_REPLICAS, Cluster
 from .output import LogFollower, console, err_console, status_table
@@ -510,6 +512,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](cluster, args)
     except (ClusterError, procs.MissingBinary) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
+        return 1
+    except (TimeoutError, redis.exceptions.RedisError) as exc:
+        # A bounded wait ran out, or the store failed, in the middle of a command:
+        # one line and where to look, not a traceback.
+        err_console.print(
+            f"[bold red]error:[/] {exc}\nThe cluster's logs: {cluster.workdir.log_dir}"
+        )
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")
