@@ -12,130 +12,23 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import flask_session
 import pytest
 import redis
-from flask import Flask, abort, jsonify, session
+from flask import Flask, session
 from markupsafe import Markup
 from sessionstore_support import (
     COOKIE,
+    SECRET,
     CountingConnection,
     cookie_of,
+    make_app,
     session_keys,
     start_sentinel,
 )
 
 import sessionstore
-from sessionstore import Durability, RedisSessionInterface, StoreUnavailable, redis_from_url
+from sessionstore import Durability, StoreUnavailable, redis_from_url
 from shop.cluster import procs
-
-SECRET = "test-secret-key"
-
-
-def make_app(client: redis.Redis, name: str = "replica", *, peer: bool = False, **options) -> Flask:
-    """A tiny app whose views exercise the session the way a shop would.
-
-    With `peer`, the same app runs on Flask-Session 0.8 (Redis backend, its
-    defaults) instead, so the usual choice can be shown failing side by side.
-    """
-    app = Flask(name)
-    app.secret_key = SECRET
-    app.config.update(options.pop("config", {}))
-    if peer:
-        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
-        flask_session.Session(app)
-    else:
-        app.session_interface = RedisSessionInterface(client, **options)
-    app.gate = threading.Event()  # holds /slow-set until the test releases it
-    app.loaded = threading.Event()
-
-    @app.get("/read")
-    def read():
-        return jsonify(dict(session))
-
-    @app.get("/noop")
-    def noop():
-        return "no session here"
-
-    @app.post("/set/<key>/<value>")
-    def set_value(key, value):
-        session[key] = value
-        return "ok"
-
-    @app.post("/del/<key>")
-    def delete_value(key):
-        session.pop(key, None)
-        return "ok"
-
-    @app.post("/nested/<item>")
-    def nested(item):
-        cart = session.setdefault("cart", {})
-        cart[item] = cart.get(item, 0) + 1  # no session.modified anywhere
-        return "ok"
-
-    @app.post("/nested-via-get/<item>")
-    def nested_via_get(item):
-        session.get("cart")[item] = "changed in place"
-        return "ok"
-
-    @app.post("/slow-set/<key>/<value>")
-    def slow_set(key, value):
-        dict(session)  # load now, like a request that reads early ...
-        app.loaded.set()
-        assert app.gate.wait(10)  # ... and writes late
-        session[key] = value
-        return "ok"
-
-    @app.post("/login/<user>")
-    def login(user):
-        session.regenerate()
-        session["user_id"] = user
-        return "ok"
-
-    @app.post("/logout")
-    def logout():
-        session.destroy() if hasattr(session, "destroy") else session.clear()
-        return "ok"
-
-    @app.post("/logout-and-flash")
-    def logout_and_flash():
-        session.destroy()
-        session["flash"] = "bye"
-        return "ok"
-
-    @app.post("/boom")
-    def boom():
-        session["half_done"] = True
-        abort(500)
-
-    @app.post("/values")
-    def values():
-        session.update(
-            raw=b"\x00\xffbytes",
-            when=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
-            pair=(1, "two"),
-            markup=Markup("<b>saved</b>"),
-            ident=uuid.UUID("12345678-1234-5678-1234-567812345678"),
-            nested={"list": [1, 2, {"deep": (3, 4)}]},
-        )
-        return "ok"
-
-    @app.get("/values")
-    def get_values():
-        return repr({key: session[key] for key in sorted(session)})
-
-    @app.errorhandler(StoreUnavailable)
-    def unavailable(exc):
-        return jsonify(error="store_unavailable"), 503
-
-    @app.errorhandler(500)
-    def server_error(exc):
-        # A failure while saving (after the view) arrives here, as the README says.
-        if isinstance(getattr(exc, "original_exception", None), StoreUnavailable):
-            return unavailable(exc.original_exception)
-        return "internal error", 500
-
-    return app
 
 
 @pytest.fixture

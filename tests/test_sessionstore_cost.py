@@ -20,40 +20,11 @@ from datetime import timedelta
 
 import pytest
 import redis
-from flask import Flask, jsonify, session
-from sessionstore_support import COOKIE, cookie_of, session_keys
+from flask import Flask
+from sessionstore_support import COOKIE, SECRET, cookie_of, make_app, session_keys
 
-from sessionstore import RedisSessionInterface, SessionObserver, StoreUnavailable, redis_from_url
+from sessionstore import SessionObserver, redis_from_url
 from sessionstore.scripts import round_trips
-
-SECRET = "cost-secret"
-
-
-def make_app(client: redis.Redis, **options) -> Flask:
-    app = Flask("cost")
-    app.secret_key = SECRET
-    app.session_interface = RedisSessionInterface(client, **options)
-
-    @app.get("/read")
-    def read():
-        return jsonify(dict(session))
-
-    @app.post("/set/<key>/<value>")
-    def set_value(key, value):
-        session[key] = value
-        return "ok"
-
-    @app.post("/login/<user>")
-    def login(user):
-        session.regenerate()
-        session["user_id"] = user
-        return "ok"
-
-    @app.errorhandler(StoreUnavailable)
-    def unavailable(exc):
-        return jsonify(error="store_unavailable"), 503
-
-    return app
 
 
 def with_cookie(app: Flask, sid: str):
