@@ -143,6 +143,17 @@ class Launcher:
         return result.stdout + result.stderr
 
 
+def hosts_module_marks() -> list[pytest.MarkDecorator]:
+    """The marks of a module whose clusters run on hosts (network namespaces):
+    skipped, saying why, where namespaces cannot be made here (not root)."""
+    why = netns.unavailable()
+    return [
+        pytest.mark.cluster,
+        pytest.mark.hosts,
+        pytest.mark.skipif(why is not None, reason=f"hosts mode: {why}"),
+    ]
+
+
 def leftovers(pids: set[int]) -> set[int]:
     """Processes still running among `pids` and in their process groups (gunicorn workers)."""
     alive = {pid for pid in pids if procs.pid_alive(pid)}

@@ -22,6 +22,7 @@ from cluster_support import (
     Launcher,
     assert_clean,
     event_time,
+    hosts_module_marks,
     leftovers,
     running_cluster,
     save_timeline,
@@ -36,12 +37,7 @@ from shop.cluster.loadgen import LoadGenerator, LoadReport
 from shop.cluster.state import State
 from shop.cluster.timeline import EventLog, Sample
 
-UNAVAILABLE = netns.unavailable()
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.hosts,
-    pytest.mark.skipif(UNAVAILABLE is not None, reason=f"hosts mode: {UNAVAILABLE}"),
-]
+pytestmark = hosts_module_marks()
 
 REPLICAS = 3
 LOAD_SHOPPERS = 8

@@ -23,22 +23,18 @@ import pytest
 from cluster_support import (
     Launcher,
     event_time,
+    hosts_module_marks,
     running_cluster,
     save_timeline,
     slowest_since,
     wait_for_requests,
 )
 
-from shop.cluster import netns, procs
+from shop.cluster import procs
 from shop.cluster.loadgen import LoadGenerator, LoadReport, SimulatedShopper
 from shop.cluster.timeline import EventLog, Sample
 
-UNAVAILABLE = netns.unavailable()
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.hosts,
-    pytest.mark.skipif(UNAVAILABLE is not None, reason=f"hosts mode: {UNAVAILABLE}"),
-]
+pytestmark = hosts_module_marks()
 
 REPLICAS = 3
 LOAD_SHOPPERS = 8

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -256,9 +255,7 @@ def main(args: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("workdir", type=Path, help="the cluster's work directory")
     options = parser.parse_args(args)
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
-    )
+    stop = procs.run_as_cluster_process()
     # The launcher imports this module to start the process: import it only here.
     from .launcher import Cluster
 
@@ -267,9 +264,6 @@ def main(args: Sequence[str] | None = None) -> int:
     if state is None or state.autoscale is None:
         print(f"error: no autoscaling range recorded in {cluster.workdir}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     autoscaler = Autoscaler(
         cluster.workdir, state.autoscale, lambda count: cluster.scale(count, by_autoscaler=True)
     )

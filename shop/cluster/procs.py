@@ -11,11 +11,14 @@ launcher, the test fixtures and the benchmarks share, so none grows its own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,6 +93,20 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def run_as_cluster_process() -> threading.Event:
+    """Set up this process as one of the cluster's own (the watchdog, the
+    autoscaler): log lines with time and source on stdout, which the launcher
+    sends to its log file; return the event SIGTERM or SIGINT sets, for its
+    loop to stop on (`down` stops it with SIGTERM)."""
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
 
 
 def wait_until(

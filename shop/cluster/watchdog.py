@@ -442,9 +442,7 @@ def main(args: Sequence[str] | None = None) -> int:
     parser.add_argument("--rise", type=int, default=RISE, help=f"passed probes in a row to put "
                         f"it back (default: {RISE})")  # fmt: skip
     options = parser.parse_args(args)
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
-    )
+    stop = procs.run_as_cluster_process()
     try:
         watchdog = Watchdog(
             options.spec, interval=options.interval, timeout=options.timeout,
@@ -453,9 +451,6 @@ def main(args: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: cannot read the balancer spec {options.spec}: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     watchdog.run(stop)
     return 0
 
