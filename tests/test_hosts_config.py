@@ -123,6 +123,12 @@ AS_NOBODY = """
 import os, sys
 from shop.cluster.cli import main
 import shop.cluster.launcher, shop.cluster.output
+# Modules rich imports only when first drawing: load them now, while this
+# process may still read the checkout (a clone in a 0700 folder, say).
+import io, rich.console
+scratch = rich.console.Console(file=io.StringIO(), force_terminal=True)
+with scratch.status("loading"):
+    scratch.print("[bold red]loading[/]")
 if os.geteuid() == 0:
     os.setegid(65534)
     os.seteuid(65534)
